@@ -1,0 +1,22 @@
+"""keras_mtl: one Keras model, several vision tasks.
+
+Example:
+
+>>> import keras_mtl as mtl
+>>> model = mtl.build_mtl(
+...     [mtl.tasks.Classification("label", 3), mtl.tasks.Segmentation("mask", 4)],
+...     trunk="tiny_resnet", weights=None, input_shape=(64, 64, 3),
+...     weighting="uncertainty")
+>>> model.compile(optimizer="adam", jit_compile=True)
+>>> model.fit(mtl.data.shapes.make_dataset(256), epochs=1)
+"""
+
+__version__ = "0.1.0"
+
+from keras_mtl import data, tasks, trunks, weighting
+from keras_mtl.builders import build_mtl, build_single_task
+from keras_mtl.model import MultiTaskModel
+
+__all__ = [
+    "MultiTaskModel", "build_mtl", "build_single_task", "data", "tasks", "trunks", "weighting",
+]

@@ -1,0 +1,47 @@
+"""`build_mtl` and `build_single_task`: the user's entry points."""
+
+from keras_mtl import trunks
+from keras_mtl.model import MultiTaskModel
+
+
+def build_mtl(tasks, trunk="resnet50", weights="imagenet", input_shape=(224, 224, 3),
+              weighting="equal", trainable_trunk=True, name="multi_task_model"):
+    """Builds a multi-task model: one shared trunk, one head per task.
+
+    Args:
+        tasks: list of `keras_mtl.tasks.Task` with distinct names.
+        trunk: a registered trunk name (`keras_mtl.trunks.names()`) or a
+            `keras.Model` (see `keras_mtl.trunks.get`).
+        weights: `"imagenet"`, `None` or a weights file path for the trunk.
+        input_shape: `(H, W, 3)`, H and W multiples of 32.
+        weighting: a weighting name, a `{task: weight}` dict, or a
+            `keras_mtl.weighting.Weighting`.
+        trainable_trunk: `False` freezes the trunk (BatchNorm in inference).
+        name: model name.
+
+    Returns:
+        A `keras_mtl.MultiTaskModel`.
+
+    Example:
+
+    >>> model = build_mtl(
+    ...     [tasks.Classification("shape", 3), tasks.Segmentation("mask", 4)],
+    ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3),
+    ...     weighting="uncertainty")
+    >>> model.compile(optimizer="adam")
+    """
+    trunk_model = trunks.get(trunk, input_shape=input_shape, weights=weights,
+                             trainable=trainable_trunk)
+    return MultiTaskModel(trunk_model, tasks, weighting=weighting, name=name)
+
+
+def build_single_task(task, trunk="resnet50", weights="imagenet", input_shape=(224, 224, 3),
+                      trainable_trunk=True, name=None):
+    """Builds the single-task baseline of `task`: same trunk, one head.
+
+    Used to measure what multi-task training gains (delta-m). Same
+    arguments as `build_mtl`, with one task and no weighting.
+    """
+    return build_mtl([task], trunk=trunk, weights=weights, input_shape=input_shape,
+                     weighting="equal", trainable_trunk=trainable_trunk,
+                     name=name or f"single_task_{task.name}")

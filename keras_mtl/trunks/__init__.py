@@ -1,0 +1,96 @@
+"""Trunks: shared backbones that return pyramid features P2..P5.
+
+`get(identifier, input_shape, weights)` builds a registered trunk by name
+(`names()` lists them) or wraps a user `keras.Model`.
+
+Example:
+
+>>> trunk = keras_mtl.trunks.get("resnet50", input_shape=(64, 64, 3), weights=None)
+>>> sorted(trunk.output)
+['P2', 'P3', 'P4', 'P5']
+"""
+
+import functools
+
+import keras
+
+from keras_mtl.registry import Registry
+from keras_mtl.trunks.applications import application_names, build_application_trunk
+from keras_mtl.trunks.applications import imagenet_weights_file
+from keras_mtl.trunks.preprocessing import ImagePreprocessing
+from keras_mtl.trunks.pyramid import LEVELS, STRIDES, build_pyramid_trunk, find_pyramid_layers
+from keras_mtl.trunks.small_resnet import build_small_resnet
+
+TRUNKS = Registry("trunk")
+
+for _name in application_names():
+    TRUNKS.register(_name)(functools.partial(build_application_trunk, _name))
+
+TRUNKS.register("resnet18")(
+    functools.partial(build_small_resnet, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2),
+                      name="resnet18")
+)
+TRUNKS.register("tiny_resnet")(
+    functools.partial(build_small_resnet, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1),
+                      name="tiny_resnet")
+)
+TRUNKS.register("micro_resnet")(
+    functools.partial(build_small_resnet, widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1),
+                      name="micro_resnet")
+)
+
+
+def names():
+    """Registered trunk names."""
+    return TRUNKS.names()
+
+
+def get(identifier, input_shape=(224, 224, 3), weights=None, trainable=True,
+        preprocessing="none", pyramid_layers=None):
+    """Builds a trunk: a `keras.Model` from raw pixels to `{"P2": ..., "P5": ...}`.
+
+    Args:
+        identifier: a registered name (see `names()`), or a `keras.Model`.
+            A model that already returns the four levels as a dict is used as
+            is; any other image model is wrapped, its levels found by stride
+            (or given by `pyramid_layers`).
+        input_shape: `(H, W, 3)` for registered trunks.
+        weights: `"imagenet"`, `None` or a weights file path (registered
+            trunks; the small ResNets have no ImageNet weights).
+        trainable: `False` freezes the trunk; its BatchNorm layers then run
+            in inference mode (Keras 3 semantics of a frozen BatchNorm).
+        preprocessing: pixel preprocessing for a user model
+            (`ImagePreprocessing` mode); registered trunks bring their own.
+        pyramid_layers: optional `{"P2": layer_name, ...}` for a user model.
+
+    Returns:
+        The trunk `keras.Model`.
+
+    Raises:
+        ValueError: unknown name, or a user model without the four strides.
+    """
+    if isinstance(identifier, keras.Model):
+        trunk = identifier
+        if not (isinstance(trunk.output, dict) and set(trunk.output) == set(LEVELS)):
+            layer_names = pyramid_layers or find_pyramid_layers(trunk)
+            trunk = build_pyramid_trunk(trunk, layer_names, preprocessing=preprocessing)
+    elif isinstance(identifier, str):
+        builder = TRUNKS.lookup(identifier)
+        if identifier not in application_names() and weights == "imagenet":
+            raise ValueError(
+                f"Trunk '{identifier}' has no ImageNet weights; use weights=None or a file path, "
+                f"or one of {application_names()}."
+            )
+        trunk = builder(input_shape=tuple(input_shape), weights=weights)
+    else:
+        raise TypeError(
+            f"A trunk must be a name ({', '.join(names())}) or a keras.Model, got {identifier!r}."
+        )
+    trunk.trainable = trainable
+    return trunk
+
+
+__all__ = [
+    "ImagePreprocessing", "LEVELS", "STRIDES", "TRUNKS", "build_pyramid_trunk",
+    "find_pyramid_layers", "get", "imagenet_weights_file", "names",
+]
