@@ -1,12 +1,26 @@
 """MultiTaskModel: one Functional Keras model, several tasks, one train step."""
 
+import contextlib
+
 import keras
 import tensorflow as tf
 from keras import ops
 
 from keras_mtl import weighting as weighting_lib
-from keras_mtl.data.checks import check_batch, unpack_batch
+from keras_mtl.data.checks import check_batch, readable_check_error, unpack_batch
 from keras_mtl.tasks.task import keras_serializable
+
+
+@contextlib.contextmanager
+def _readable_data_errors():
+    """Re-raises a failed data check from inside tf.data as a clear ValueError."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        readable = readable_check_error(error)
+        if readable is None:
+            raise
+        raise readable from error
 
 
 @keras_serializable
@@ -98,7 +112,8 @@ class MultiTaskModel(keras.Model):
             present.append(ops.cast(count > 0, "float32"))
         return ops.stack(losses), ops.stack(present)
 
-    def _update_metrics(self, total, losses, present, targets, outputs, sample_weights):
+    def _update_metrics(self, total, losses, present, targets, outputs, sample_weights,
+                        log_weights=True):
         self.total_loss_tracker.update_state(total)
         for index, task in enumerate(self.tasks):
             if task.name not in targets:
@@ -110,6 +125,8 @@ class MultiTaskModel(keras.Model):
                 sample_weights.get(task.name),
             )
         logs = {metric.name: metric.result() for metric in self.metrics}
+        if not log_weights:
+            return logs
         weights = self.weighting.current_weights()
         for index, name in enumerate(self.task_names):
             logs[f"weight/{name}"] = weights[index]
@@ -130,7 +147,9 @@ class MultiTaskModel(keras.Model):
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply(gradients, variables)
+        # Heads of tasks absent from this batch have no gradient: leave them untouched.
+        pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         return self._update_metrics(total, losses, present, targets, outputs, sample_weights)
 
     def test_step(self, data):
@@ -141,7 +160,8 @@ class MultiTaskModel(keras.Model):
             total = ops.sum(losses * present * self.weighting.current_weights())
         else:
             total = self.weighting(losses, present, training=False)
-        return self._update_metrics(total, losses, present, targets, outputs, sample_weights)
+        return self._update_metrics(total, losses, present, targets, outputs, sample_weights,
+                                    log_weights=False)
 
     def predict_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
@@ -178,15 +198,19 @@ class MultiTaskModel(keras.Model):
         return x, y, sample_weight
 
     def fit(self, x=None, y=None, *args, validation_data=None, sample_weight=None, **kwargs):
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; avoids a warning
         x, y, sample_weight = self._checked(x, y, sample_weight)
         if isinstance(validation_data, tf.data.Dataset):
             validation_data = self.check_dataset(validation_data)
-        return super().fit(x, y, *args, validation_data=validation_data,
-                           sample_weight=sample_weight, **kwargs)
+        with _readable_data_errors():
+            return super().fit(x, y, *args, validation_data=validation_data,
+                               sample_weight=sample_weight, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, sample_weight=None, **kwargs):
         x, y, sample_weight = self._checked(x, y, sample_weight)
-        return super().evaluate(x, y, *args, sample_weight=sample_weight, **kwargs)
+        with _readable_data_errors():
+            return super().evaluate(x, y, *args, sample_weight=sample_weight, **kwargs)
 
     # --- export ------------------------------------------------------------------------
     def export(self, filepath, format="tf_saved_model", verbose=True, **kwargs):

@@ -1,6 +1,10 @@
 """Checks of batches against the data contract, with errors that name the task."""
 
+import re
+
 import tensorflow as tf
+
+_FAILED = re.compile(r"assertion failed: (.*?)\n", re.S)
 
 
 def unpack_batch(data, task_names):
@@ -88,3 +92,18 @@ def check_batch(batch, tasks, image_shape):
     if len(batch) == 3:
         return images, targets, sample_weights
     return images, targets
+
+
+def readable_check_error(error):
+    """Turns a failed data check deep in a tf.data graph into a `ValueError`.
+
+    Returns `None` if `error` is not one of this module's checks. The
+    message keeps the check's own words, e.g. "Task 'label': class id out of
+    range [0, 3) or -1; got min 1 max 3".
+    """
+    match = _FAILED.search(getattr(error, "message", str(error)))
+    if not match or ("Task " not in match.group(1) and "Images " not in match.group(1)):
+        return None
+    text = match.group(1).replace("\\'", "'").strip()
+    parts = text.removeprefix("[").removesuffix("]").split("] [")  # tf.Assert's data items
+    return ValueError(" ".join(part.strip() for part in parts) + " (found while reading the data)")

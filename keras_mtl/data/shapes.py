@@ -133,7 +133,7 @@ def make_example(index, image_size=64, seed=0):
 
 
 def make_dataset(num_examples, image_size=64, batch_size=32, seed=0, shuffle=False,
-                 repeat=False, drop_remainder=False, tasks=None):
+                 repeat=False, drop_remainder=False, tasks=None, cache=False):
     """Builds a batched `tf.data.Dataset` of synthetic shapes examples.
 
     Example `i` is `make_example(i, image_size, seed)`, so a data set is
@@ -151,6 +151,8 @@ def make_dataset(num_examples, image_size=64, batch_size=32, seed=0, shuffle=Fal
         drop_remainder: whether to drop the last, smaller batch.
         tasks: optional list of target keys to keep, a subset of
             `TASK_NAMES.values()` (`"label"`, `"objects"`, `"mask"`); default all.
+        cache: keep the generated examples in memory after the first pass
+            (saves CPU when the same examples are seen for several epochs).
 
     Returns:
         A `tf.data.Dataset` of `(images, targets)`: images `(B, S, S, 3)`
@@ -178,9 +180,14 @@ def make_dataset(num_examples, image_size=64, batch_size=32, seed=0, shuffle=Fal
         return image, {name: targets[name] for name in keep}
 
     ds = tf.data.Dataset.range(num_examples)
-    if shuffle:  # Shuffling indices before `map` is equivalent and cheaper.
-        ds = ds.shuffle(min(num_examples, 1024), seed=seed, reshuffle_each_iteration=True)
+    shuffle_buffer = min(num_examples, 1024)
+    if shuffle and not cache:  # Shuffling indices before `map` is equivalent and cheaper.
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:  # Shuffle after the cache, or every epoch replays the first order.
+        ds = ds.cache()
+        if shuffle:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)

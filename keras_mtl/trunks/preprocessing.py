@@ -3,9 +3,10 @@
 import keras
 from keras import ops
 
-# ImageNet statistics used by keras.applications' "caffe" and "torch" modes.
-_IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
-_IMAGENET_STD_RGB = (58.393, 57.12, 57.375)
+# ImageNet statistics of keras.applications' "caffe" mode (0..255) and "torch" mode (0..1).
+_CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
+_TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
+_TORCH_STD_RGB = (0.229, 0.224, 0.225)
 MODES = ("caffe", "tf", "torch", "none")
 
 
@@ -39,11 +40,11 @@ class ImagePreprocessing(keras.layers.Layer):
         if self.mode == "tf":
             return x / 127.5 - 1.0
         if self.mode == "torch":
-            mean = ops.convert_to_tensor(_IMAGENET_MEAN_RGB, self.compute_dtype)
-            std = ops.convert_to_tensor(_IMAGENET_STD_RGB, self.compute_dtype)
-            return (x - mean) / std
+            mean = ops.convert_to_tensor(_TORCH_MEAN_RGB, self.compute_dtype)
+            std = ops.convert_to_tensor(_TORCH_STD_RGB, self.compute_dtype)
+            return (x / 255.0 - mean) / std
         if self.mode == "caffe":
-            mean_bgr = ops.convert_to_tensor(_IMAGENET_MEAN_RGB[::-1], self.compute_dtype)
+            mean_bgr = ops.convert_to_tensor(_CAFFE_MEAN_RGB[::-1], self.compute_dtype)
             return ops.flip(x, axis=-1) - mean_bgr
         return x
 

@@ -1,0 +1,24 @@
+import json
+import os
+import sys
+
+RECIPES = os.path.join(os.path.dirname(__file__), "..", "recipes")
+
+
+def test_quick_shapes_recipe_trains_exports_and_writes_outputs(tmp_path, capsys):
+    sys.path.insert(0, RECIPES)
+    try:
+        import shapes as recipe
+    finally:
+        sys.path.remove(RECIPES)
+    results = recipe.main(["--quick", "--output-dir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "label_accuracy" in printed and "mask_miou" in printed
+    assert "reloaded outputs match predict" in printed
+    assert 0.0 <= results["label_accuracy"] <= 1.0
+    with open(tmp_path / "history.json") as file:
+        saved = json.load(file)
+    assert len(saved["history"]["loss"]) == 2
+    assert "weight/label" in saved["history"]
+    assert os.path.getsize(tmp_path / "curves.png") > 1000
+    assert os.path.exists(tmp_path / "export" / "1" / "saved_model.pb")
