@@ -13,15 +13,49 @@ Example:
 """
 
 from keras_mtl.registry import Registry
+from keras_mtl.weighting.db_mtl import DualBalancingWeighting
+from keras_mtl.weighting.dwa import DynamicWeightAverage
 from keras_mtl.weighting.equal import EqualWeighting
+from keras_mtl.weighting.famo import FastAdaptiveMultitaskOptimization
+from keras_mtl.weighting.gls import GeometricLossStrategy
+from keras_mtl.weighting.rlw import RandomLossWeighting
 from keras_mtl.weighting.static import StaticWeighting
+from keras_mtl.weighting.stch import SmoothTchebycheff
 from keras_mtl.weighting.uncertainty import UncertaintyWeighting
 from keras_mtl.weighting.weighting import GradientWeighting, LossWeighting, Weighting
+# Gradient-based weightings.
+from keras_mtl.weighting.aligned_mtl import AlignedMTL
+from keras_mtl.weighting.cagrad import CAGrad
+from keras_mtl.weighting.graddrop import GradDrop
+from keras_mtl.weighting.gradnorm import GradNorm
+from keras_mtl.weighting.gradvac import GradVac
+from keras_mtl.weighting.imtl import IMTL
+from keras_mtl.weighting.mgda import MGDA
+from keras_mtl.weighting.nash_mtl import NashMTL
+from keras_mtl.weighting.pcgrad import PCGrad
+from keras_mtl.weighting.upgrad import UPGrad
 
 WEIGHTINGS = Registry("weighting", base=Weighting)
 WEIGHTINGS.register("equal")(EqualWeighting)
 WEIGHTINGS.register("static")(StaticWeighting)
 WEIGHTINGS.register("uncertainty")(UncertaintyWeighting)
+WEIGHTINGS.register("dwa")(DynamicWeightAverage)
+WEIGHTINGS.register("rlw")(RandomLossWeighting)
+WEIGHTINGS.register("gls")(GeometricLossStrategy)
+WEIGHTINGS.register("famo")(FastAdaptiveMultitaskOptimization)
+WEIGHTINGS.register("db_mtl")(DualBalancingWeighting)
+WEIGHTINGS.register("stch")(SmoothTchebycheff)
+
+WEIGHTINGS.register("gradnorm")(GradNorm)
+WEIGHTINGS.register("mgda")(MGDA)
+WEIGHTINGS.register("pcgrad")(PCGrad)
+WEIGHTINGS.register("graddrop")(GradDrop)
+WEIGHTINGS.register("imtl")(IMTL)
+WEIGHTINGS.register("gradvac")(GradVac)
+WEIGHTINGS.register("cagrad")(CAGrad)
+WEIGHTINGS.register("nash_mtl")(NashMTL)
+WEIGHTINGS.register("aligned_mtl")(AlignedMTL)
+WEIGHTINGS.register("upgrad")(UPGrad)
 
 
 def names():
@@ -39,4 +73,8 @@ def get(identifier, **kwargs):
 __all__ = [
     "EqualWeighting", "GradientWeighting", "LossWeighting", "StaticWeighting",
     "UncertaintyWeighting", "WEIGHTINGS", "Weighting", "get", "names",
+    "DualBalancingWeighting", "DynamicWeightAverage", "FastAdaptiveMultitaskOptimization",
+    "GeometricLossStrategy", "RandomLossWeighting", "SmoothTchebycheff",
+    "AlignedMTL", "CAGrad", "GradDrop", "GradNorm", "GradVac", "IMTL", "MGDA", "NashMTL",
+    "PCGrad", "UPGrad",
 ]

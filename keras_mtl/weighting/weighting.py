@@ -89,13 +89,94 @@ class LossWeighting(Weighting):
 class GradientWeighting(Weighting):
     """A weighting that combines per-task gradients into one direction.
 
-    `aggregate(grads, losses)` takes `grads` `(T, D)` (row t: task t's
-    gradient of the shared parameters or features, flattened) and returns
-    the update direction `(D,)` that replaces the plain sum of the rows.
+    The train step (`keras_mtl.gradient_step`) computes, for every task t,
+    the gradient `g_t` of `loss_scales()[t] * L_t` with respect to the shared
+    parameters (the trunk's trainable variables, flattened and
+    concatenated) or, with `rep_grad=True`, with respect to the shared
+    features (the trunk's outputs P2..P5 of the batch, flattened), and calls
+
+        direction = weighting.aggregate(grads, losses, present)
+
+    - `grads`: `(T, D)` float32, row t = `g_t`, rows in task order.
+    - `losses`: `(T,)` float32 mean loss of each task on the batch (before
+      `loss_scales`), or `None` (methods that need losses then raise).
+    - `present`: `(T,)` 1.0 where the task has labels in the batch, else
+      0.0; `None` means all present. An absent task's row is zero, it is
+      left out of every solver and statistic (it gets weight 0 and its own
+      state, such as a moving average, is left untouched).
+    - returns `direction` `(D,)`: the update that replaces the plain sum of
+      the rows (its scale is the method's: MGDA's convex weights sum to 1,
+      PCGrad's projected gradients are summed, ...).
+
+    With `rep_grad=True` the step back-propagates `direction` through the
+    trunk once. The parameters of each task's head always get that task's
+    own gradient (of `loss_scales()[t] * L_t`). Every call also stores
+    per-task weights for the logs (`weight/<task>`): where the direction is
+    a combination `sum_t w_t g_t` of the rows, these are the `w_t` (0 for
+    an absent task); each method's docstring says what it logs.
+
+    Subclasses implement `compute_direction(grads, losses, present)`, which
+    returns `(direction, weights)` and may update the weighting's own state
+    (in its own variables, created in `build_state`), and may override
+    `loss_scales()` (learned loss weights that also scale the heads'
+    gradients: GradNorm, IMTL-L). Everything is tensor code of fixed shape,
+    compilable with XLA.
+
+    Args:
+        rep_grad: take the per-task gradients with respect to the shared
+            features instead of the shared parameters (cheaper: one
+            backward pass through the trunk instead of T). Methods whose
+            paper defines them on parameter gradients only
+            (`supports_rep_grad = False`) raise a `ValueError`.
+
+    Example:
+
+    >>> weighting = keras_mtl.weighting.get("mgda")
+    >>> weighting.set_tasks([Classification("a", 2), Classification("b", 2)])
+    >>> weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32"))
+    <tf.Tensor: shape=(2,), dtype=float32, numpy=array([0.8, 0.4], dtype=float32)>
     """
 
     gradient_based = True
     supports_rep_grad = True
 
-    def aggregate(self, grads, losses=None):
+    def __init__(self, rep_grad=False, **kwargs):
+        super().__init__(**kwargs)
+        self.rep_grad = bool(rep_grad)
+        if self.rep_grad and not self.supports_rep_grad:
+            raise ValueError(
+                f"{type(self).__name__} is defined on the gradients of the shared parameters and "
+                f"does not support rep_grad=True (gradients of the shared features); "
+                f"use rep_grad=False."
+            )
+
+    def aggregate(self, grads, losses=None, present=None):
+        """Combines the per-task gradients `(T, D)` into one direction `(D,)`.
+
+        See the class docstring for the arguments. Updates the logged
+        weights and the weighting's state.
+        """
+        grads = ops.cast(ops.convert_to_tensor(grads), "float32")  # (T, D)
+        num_tasks = grads.shape[0]
+        if not self.built:
+            self.build((num_tasks,))
+        if present is None:
+            present = ops.ones((num_tasks,), "float32")
+        present = ops.cast(ops.cast(present, "float32") > 0.5, "float32")  # (T,)
+        grads = grads * ops.expand_dims(present, 1)  # absent rows are exactly zero
+        if losses is not None:
+            losses = ops.cast(ops.convert_to_tensor(losses), "float32") * present  # (T,)
+        direction, weights = self.compute_direction(grads, losses, present)
+        self.weights_variable.assign(ops.cast(weights, "float32"))
+        return direction
+
+    def compute_direction(self, grads, losses, present):
+        """`(direction (D,), weights (T,))` for `grads` `(T, D)` (absent rows 0)."""
         raise NotImplementedError
+
+    def loss_scales(self):
+        """`(T,)` factors on each task's loss before differentiation; ones by default."""
+        return ops.ones(self.weights_variable.shape, "float32")
+
+    def get_config(self):
+        return {**super().get_config(), "rep_grad": self.rep_grad}

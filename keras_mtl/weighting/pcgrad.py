@@ -1,0 +1,72 @@
+"""PCGrad: project each task's gradient off the gradients it conflicts with."""
+
+import keras
+from keras import ops
+
+from keras_mtl.tasks.task import keras_serializable
+from keras_mtl.weighting import solvers
+from keras_mtl.weighting.weighting import GradientWeighting
+
+
+def random_orders(seed_generator, num_tasks):
+    """`(T, T)` int32: row i is a random permutation of the tasks."""
+    noise = keras.random.uniform((num_tasks, num_tasks), seed=seed_generator)
+    return ops.cast(ops.argsort(noise, axis=-1), "int32")
+
+
+@keras_serializable
+class PCGrad(GradientWeighting):
+    """Projecting conflicting gradients (Yu et al., "Gradient Surgery for
+    Multi-Task Learning", NeurIPS 2020).
+
+    For each task i, in a random order over the other tasks j: if the
+    (already projected) `g_i'` conflicts with the original `g_j`
+    (`g_i' . g_j < 0`), it is projected onto the normal plane of `g_j`,
+
+        g_i' <- g_i' - (g_i' . g_j) / ||g_j||^2  g_j.
+
+    The direction is the sum of the projected gradients. Every `g_i'` stays
+    a combination of the original rows, so the whole procedure runs on the
+    `T x T` Gram matrix; the direction is `sum_j w_j g_j`, and the logged
+    weights are these `w_j` (1 plus the projection coefficients taken off
+    the other tasks' gradients along `g_j`; all 1 without conflicts).
+
+    Defined on parameter gradients: `rep_grad=True` raises (as in LibMTL).
+
+    Args:
+        seed: seed of the random projection orders (`None`: unseeded).
+        rep_grad: must be `False`.
+
+    Example:
+
+    >>> weighting = PCGrad(seed=0)
+    >>> weighting.aggregate(np.array([[1.0, 0.0], [-1.0, 1.0]], "float32"))  # (0.5, 1.5)
+    """
+
+    supports_rep_grad = False
+
+    def __init__(self, seed=None, rep_grad=False, **kwargs):
+        super().__init__(rep_grad=rep_grad, **kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def compute_direction(self, grads, losses, present):
+        num_tasks = grads.shape[0]
+        gram = solvers.gram_matrix(grads)  # (T, T)
+        sq_norms = ops.diagonal(gram)  # (T,)
+        orders = random_orders(self.seed_generator, num_tasks)  # (T, T)
+        rows = ops.arange(num_tasks, dtype="int32")
+        coefficients = ops.eye(num_tasks)  # (T, T): g_i' = sum_k C[i, k] g_k
+        for step in range(num_tasks):
+            j = orders[:, step]  # (T,) the task each row is projected against
+            dots = ops.take_along_axis(ops.matmul(coefficients, gram), j[:, None], axis=1)[:, 0]
+            norm_j = ops.take(sq_norms, j)
+            conflict = (dots < 0) & (j != rows) & (ops.take(present, j) > 0) & (norm_j > 0)
+            factor = ops.where(conflict, -dots / ops.where(norm_j > 0, norm_j, 1.0), 0.0)  # (T,)
+            coefficients = coefficients + factor[:, None] * ops.one_hot(j, num_tasks)
+        coefficients = coefficients * present[:, None]  # absent rows contribute nothing
+        weights = ops.sum(coefficients, axis=0) * present  # (T,)
+        return solvers.combine(weights, grads), weights
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}

@@ -1,0 +1,62 @@
+"""UPGrad: average of the task gradients projected onto the dual cone."""
+
+from keras import ops
+
+from keras_mtl.tasks.task import keras_serializable
+from keras_mtl.weighting import solvers
+from keras_mtl.weighting.weighting import GradientWeighting
+
+
+@keras_serializable
+class UPGrad(GradientWeighting):
+    """Unconflicting projection of gradients (Quinton and Rey, "Jacobian
+    Descent for Multi-Objective Optimization", 2024).
+
+    Each task gradient, weighted by the preference `1/T`, is projected onto
+    the dual cone of the task gradients `{x : g_t . x >= 0 for all t}` (the
+    directions that conflict with no task), and the projections are summed.
+    The direction therefore never conflicts with a task (`g_t . d >= 0`),
+    equals the mean gradient when no pair of tasks conflicts, and scales
+    linearly with the gradients. By the paper's Proposition 1 the projection
+    of `J^T u` is `J^T v` with `v = argmin_{v >= u} v^T G v`, a QP on the
+    `T x T` Gram matrix solved exactly in-graph
+    (`solvers.dual_cone_weights`) instead of quadprog.
+
+    As in TorchJD, the Gram matrix is first divided by its trace (set to 0
+    below `norm_eps`) and `reg_eps * I` is added (positive definiteness).
+    Absent tasks are left out of the cone and of the mean.
+
+    Logged weights: `w = sum_i v_i`, with `d = sum_t w_t g_t`. Defined on the
+    parameters' Jacobian: `rep_grad=True` raises (as in LibMTL).
+
+    Args:
+        norm_eps: trace below which the Gram matrix is taken as zero.
+        reg_eps: regularisation added to the normalised Gram matrix.
+        rep_grad: must be `False`.
+
+    Example:
+
+    >>> weighting = UPGrad()
+    >>> weighting.aggregate(np.array([[1.0, 0.0], [-1.0, 1.0]], "float32"))  # ~(0.25, 0.75)
+    """
+
+    supports_rep_grad = False
+
+    def __init__(self, norm_eps=1e-4, reg_eps=1e-4, rep_grad=False, **kwargs):
+        super().__init__(rep_grad=rep_grad, **kwargs)
+        self.norm_eps = float(norm_eps)
+        self.reg_eps = float(reg_eps)
+
+    def compute_direction(self, grads, losses, present):
+        num_tasks = grads.shape[0]
+        gram = solvers.masked_gram(solvers.gram_matrix(grads), present)  # (T, T)
+        trace = ops.trace(gram)
+        gram = ops.where(trace >= self.norm_eps, gram / ops.maximum(trace, 1e-30), 0.0)
+        gram = gram + self.reg_eps * ops.eye(num_tasks)
+        preferences = ops.eye(num_tasks) * (present / ops.maximum(ops.sum(present), 1.0))[None]
+        projected = solvers.dual_cone_weights(gram, preferences, present)  # (T, T): row i is v_i
+        weights = ops.sum(projected, axis=0) * present  # (T,)
+        return solvers.combine(weights, grads), weights
+
+    def get_config(self):
+        return {**super().get_config(), "norm_eps": self.norm_eps, "reg_eps": self.reg_eps}
