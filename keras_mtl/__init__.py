@@ -13,11 +13,13 @@ Example:
 
 __version__ = "0.1.0"
 
-from keras_mtl import data, evaluation, tasks, trunks, visualization, weighting
+from keras_mtl import (architectures, callbacks, data, evaluation, tasks, trunks, visualization,
+                       weighting)
 from keras_mtl.builders import build_mtl, build_single_task
 from keras_mtl.model import MultiTaskModel
 
 __all__ = [
-    "MultiTaskModel", "build_mtl", "build_single_task", "data", "evaluation", "tasks", "trunks",
+    "MultiTaskModel", "architectures", "build_mtl", "build_single_task", "callbacks", "data",
+    "evaluation", "tasks", "trunks",
     "visualization", "weighting",
 ]

@@ -5,8 +5,9 @@ from keras_mtl.model import MultiTaskModel
 
 
 def build_mtl(tasks, trunk="resnet50", weights="imagenet", input_shape=(224, 224, 3),
-              weighting="equal", trainable_trunk=True, name="multi_task_model"):
-    """Builds a multi-task model: one shared trunk, one head per task.
+              weighting="equal", trainable_trunk=True, name="multi_task_model",
+              architecture="hps"):
+    """Builds a multi-task model: a trunk, one head per task, wired by `architecture`.
 
     Args:
         tasks: list of `keras_mtl.tasks.Task` with distinct names.
@@ -18,6 +19,12 @@ def build_mtl(tasks, trunk="resnet50", weights="imagenet", input_shape=(224, 224
             `keras_mtl.weighting.Weighting`.
         trainable_trunk: `False` freezes the trunk (BatchNorm in inference).
         name: model name.
+        architecture: how trunk and heads are wired, a name of
+            `keras_mtl.architectures.names()` or an `Architecture`:
+            `"hps"` (hard parameter sharing, default), `"mtan"`,
+            `"cross_stitch"`, `"cascade"` (e.g.
+            `architectures.Cascade(depends_on={"mask": "objects"})`),
+            `"adapters"`, `"separate"`.
 
     Returns:
         A `keras_mtl.MultiTaskModel`.
@@ -32,7 +39,8 @@ def build_mtl(tasks, trunk="resnet50", weights="imagenet", input_shape=(224, 224
     """
     trunk_model = trunks.get(trunk, input_shape=input_shape, weights=weights,
                              trainable=trainable_trunk)
-    return MultiTaskModel(trunk_model, tasks, weighting=weighting, name=name)
+    return MultiTaskModel(trunk_model, tasks, weighting=weighting, architecture=architecture,
+                          name=name)
 
 
 def build_single_task(task, trunk="resnet50", weights="imagenet", input_shape=(224, 224, 3),

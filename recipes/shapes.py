@@ -48,6 +48,9 @@ def parse_args(argv=None):
                         help="where history, plots and the SavedModel go (default %(default)s)")
     parser.add_argument("--no-detection", action="store_true",
                         help="train classification + segmentation only")
+    parser.add_argument("--analyse", action="store_true",
+                        help="before training: task affinity and gradient conflict on a short run "
+                             "(the model is restored after it), printed, with analysis.png")
     parser.add_argument("--quick", action="store_true",
                         help="2 epochs of 3 steps at 32 px: a smoke test")
     args = parser.parse_args(argv)
@@ -107,6 +110,11 @@ def main(argv=None):
     print(f"keras_mtl {mtl.__version__}: tasks {keep}, trunk {args.trunk} "
           f"({model.trunk.count_params():,} params), model {model.count_params():,} params, "
           f"{args.image_size}px, weighting {args.weighting}, {total_steps} steps")
+
+    if args.analyse:
+        from keras_mtl.analysis import analyse
+
+        analyse(model, train, args.output_dir, steps=min(50, total_steps))
 
     start = time.time()
     history = model.fit(train, validation_data=val, epochs=args.epochs,

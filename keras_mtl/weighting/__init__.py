@@ -13,11 +13,11 @@ Example:
 """
 
 from keras_mtl.registry import Registry
-from keras_mtl.weighting.db_mtl import DualBalancingWeighting
 from keras_mtl.weighting.dwa import DynamicWeightAverage
 from keras_mtl.weighting.equal import EqualWeighting
 from keras_mtl.weighting.famo import FastAdaptiveMultitaskOptimization
 from keras_mtl.weighting.gls import GeometricLossStrategy
+from keras_mtl.weighting.log_losses import LogLossWeighting
 from keras_mtl.weighting.rlw import RandomLossWeighting
 from keras_mtl.weighting.static import StaticWeighting
 from keras_mtl.weighting.stch import SmoothTchebycheff
@@ -26,6 +26,7 @@ from keras_mtl.weighting.weighting import GradientWeighting, LossWeighting, Weig
 # Gradient-based weightings.
 from keras_mtl.weighting.aligned_mtl import AlignedMTL
 from keras_mtl.weighting.cagrad import CAGrad
+from keras_mtl.weighting.db_mtl import DualBalancing
 from keras_mtl.weighting.graddrop import GradDrop
 from keras_mtl.weighting.gradnorm import GradNorm
 from keras_mtl.weighting.gradvac import GradVac
@@ -43,9 +44,10 @@ WEIGHTINGS.register("dwa")(DynamicWeightAverage)
 WEIGHTINGS.register("rlw")(RandomLossWeighting)
 WEIGHTINGS.register("gls")(GeometricLossStrategy)
 WEIGHTINGS.register("famo")(FastAdaptiveMultitaskOptimization)
-WEIGHTINGS.register("db_mtl")(DualBalancingWeighting)
+WEIGHTINGS.register("log_losses")(LogLossWeighting)
 WEIGHTINGS.register("stch")(SmoothTchebycheff)
 
+WEIGHTINGS.register("db_mtl")(DualBalancing)
 WEIGHTINGS.register("gradnorm")(GradNorm)
 WEIGHTINGS.register("mgda")(MGDA)
 WEIGHTINGS.register("pcgrad")(PCGrad)
@@ -73,8 +75,9 @@ def get(identifier, **kwargs):
 __all__ = [
     "EqualWeighting", "GradientWeighting", "LossWeighting", "StaticWeighting",
     "UncertaintyWeighting", "WEIGHTINGS", "Weighting", "get", "names",
-    "DualBalancingWeighting", "DynamicWeightAverage", "FastAdaptiveMultitaskOptimization",
-    "GeometricLossStrategy", "RandomLossWeighting", "SmoothTchebycheff",
+    "DynamicWeightAverage", "FastAdaptiveMultitaskOptimization", "GeometricLossStrategy",
+    "LogLossWeighting", "RandomLossWeighting", "SmoothTchebycheff",
+    "DualBalancing",
     "AlignedMTL", "CAGrad", "GradDrop", "GradNorm", "GradVac", "IMTL", "MGDA", "NashMTL",
     "PCGrad", "UPGrad",
 ]

@@ -178,5 +178,19 @@ class GradientWeighting(Weighting):
         """`(T,)` factors on each task's loss before differentiation; ones by default."""
         return ops.ones(self.weights_variable.shape, "float32")
 
+    def build_gradient_state(self, gradient_dim):
+        """Creates state whose size is the gradients' D (none by default).
+
+        `MultiTaskModel` calls it once it knows its shared parameters, D =
+        their number of entries."""
+
+    def objective_scales(self, losses):
+        """`(T,)` factors on each task's loss before differentiation, given this
+        step's losses `(T,)`; the train step stops their gradient. The default
+        is `loss_scales()`; DB-MTL returns `1 / (L_t + epsilon)`, which makes
+        row t the gradient of `log(L_t + epsilon)`."""
+        del losses
+        return self.loss_scales()
+
     def get_config(self):
         return {**super().get_config(), "rep_grad": self.rep_grad}

@@ -80,6 +80,7 @@ def test_single_task_gives_its_own_gradient(name):
     scale = {
         "cagrad": (1 + 0.5) / (1 + 0.5**2),  # g0 + c ||g0|| g / ||g||, rescaled by 1 + c^2
         "nash_mtl": 1.0 / 3.0,  # a = 1 / ||g||: the unit gradient
+        "db_mtl": 0.1,  # the moving average after one step: (1 - 0.9) g
     }.get(name, 1.0)
     np.testing.assert_allclose(direction, scale * grad[0], rtol=1e-4, atol=1e-5)
     assert np.all(np.isfinite(weights_of(weighting)))
@@ -237,7 +238,27 @@ def check_gradnorm(name):
     assert w[0] == pytest.approx(2 * w[1], rel=0.1)  # weighted norms balanced: w1 = 2 w2
 
 
+def check_db_mtl(name):
+    """Two steps with beta = 1/2 worked out by hand."""
+    weighting = make(name, beta=0.5)
+    # Step 1: averages (1/2) g = [.5, 0], [-.5, .5]; norms .5 and .5 sqrt 2;
+    # alpha = (sqrt 2, 1); direction = sqrt 2 [.5, 0] + [-.5, .5].
+    direction = aggregate(weighting, CONFLICTING)
+    np.testing.assert_allclose(direction, [0.5 * 2**0.5 - 0.5, 0.5], rtol=1e-5)
+    np.testing.assert_allclose(weights_of(weighting), [2**0.5, 1.0], rtol=1e-5)
+    # Step 2, g = [2, 0], [0, 1]: averages [1.25, 0], [-.25, .75]; norms 1.25 and
+    # sqrt(.625); alpha = (1, 1.25 / sqrt(.625)).
+    direction = aggregate(weighting, [[2.0, 0.0], [0.0, 1.0]])
+    alpha = 1.25 / 0.625**0.5
+    np.testing.assert_allclose(direction, [1.25 - 0.25 * alpha, 0.75 * alpha], rtol=1e-5)
+    np.testing.assert_allclose(weights_of(weighting), [1.0, alpha], rtol=1e-5)
+    # Rows are gradients of log(L + eps): the objective scales are 1 / L.
+    scales = ops.convert_to_numpy(weighting.objective_scales(np.array([0.5, 4.0], "float32")))
+    np.testing.assert_allclose(scales, [2.0, 0.25], rtol=1e-6)
+
+
 CONFLICT_CHECKS = {
+    "db_mtl": check_db_mtl,
     "pcgrad": check_pcgrad, "gradvac": check_gradvac, "mgda": check_mgda, "upgrad": check_upgrad,
     "imtl": check_imtl, "cagrad": check_cagrad, "nash_mtl": check_nash_mtl,
     "aligned_mtl": check_aligned_mtl, "graddrop": check_graddrop, "gradnorm": check_gradnorm,
@@ -255,8 +276,11 @@ def test_conflicting_gradients(name):
 # --- absent tasks, rep-grad ------------------------------------------------------------------
 @pytest.mark.parametrize("name", GRADIENT_METHODS)
 def test_absent_task_is_left_out(name):
-    grads3 = np.array([[1.0, 0.0, 0.5], [7.0, -7.0, 7.0], [-1.0, 1.0, 0.2]], "float32")
+    # D = 4, so that only (T, T) state has a second axis of length 3.
+    grads3 = np.array([[1.0, 0.0, 0.5, 0.3], [7.0, -7.0, 7.0, 7.0], [-1.0, 1.0, 0.2, -0.4]],
+                      "float32")
     with_absent = make(name, num_tasks=3)
+    with_absent.build_gradient_state(grads3.shape[1])  # D-sized state exists before the step
     state_before = {v.path: ops.convert_to_numpy(v).copy() for v in with_absent.variables}
     direction = aggregate(with_absent, grads3, losses=[1.0, 5.0, 2.0], present=[1, 0, 1])
     reference = aggregate(make(name, num_tasks=2), grads3[[0, 2]], losses=[1.0, 2.0])
@@ -301,7 +325,13 @@ def tiny_model(weighting):
     return keras_mtl.MultiTaskModel(trunk, tasks, weighting=weighting)
 
 
-@pytest.mark.parametrize("name", GRADIENT_METHODS)
+# Three methods in the default run (a solver, a projection, a stateful one); all under -m slow.
+FIT_DEFAULT = ("mgda", "pcgrad", "db_mtl")
+
+
+@pytest.mark.parametrize("name", [
+    name if name in FIT_DEFAULT else pytest.param(name, marks=pytest.mark.slow)
+    for name in GRADIENT_METHODS])
 def test_fit_step_with_jit_compile(name):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (4, 32, 32, 3)).astype("uint8")
@@ -311,3 +341,22 @@ def test_fit_step_with_jit_compile(name):
     history = model.fit(images, targets, batch_size=4, epochs=1, verbose=0).history
     for key in ("loss", "a_loss", "b_loss", "weight/a", "weight/b"):
         assert np.isfinite(history[key][0]), key
+
+
+def test_db_mtl_buffer_is_sized_by_the_shared_parameters_and_saved(tmp_path):
+    model = tiny_model(weighting_lib.get("db_mtl"))
+    shared = sum(int(np.prod(v.shape)) for v in model.shared_variables)
+    assert tuple(model.weighting.gradient_buffer.shape) == (2, shared)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 32, 32, 3)).astype("uint8")
+    targets = {"a": np.array([0, 1, 2, 1], "int32"), "b": np.array([1, 0, 1, 0], "int32")}
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    model.fit(images, targets, batch_size=4, epochs=1, verbose=0)
+    average = ops.convert_to_numpy(model.weighting.gradient_buffer)
+    assert np.abs(average).sum() > 0.0  # the step updated the moving average
+    path = str(tmp_path / "db.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_array_equal(ops.convert_to_numpy(restored.weighting.gradient_buffer), average)
+    with pytest.raises(ValueError, match="shared parameters"):
+        restored.weighting.build_gradient_state(shared + 1)

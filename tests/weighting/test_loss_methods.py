@@ -11,7 +11,7 @@ import keras_mtl
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.tasks import Classification, Segmentation
 
-LOSS_METHODS = ["dwa", "rlw", "gls", "famo", "db_mtl", "stch"]
+LOSS_METHODS = ["dwa", "rlw", "gls", "famo", "log_losses", "stch"]
 # Small warm-ups so a short run reaches every phase.
 FAST = {"stch": {"warmup_epochs": 0}, "dwa": {"steps_per_epoch": 1}}
 
@@ -109,8 +109,8 @@ def test_gls_is_the_geometric_mean_with_its_gradient():
     np.testing.assert_allclose(weights_of(weighting), grad, rtol=1e-5)
 
 
-def test_db_mtl_sums_log_losses():
-    weighting = make("db_mtl")
+def test_log_losses_sums_log_losses():
+    weighting = make("log_losses")
     total, grad = loss_and_grad(weighting, [0.5, 4.0], [1, 1])
     assert total == pytest.approx(math.log(0.5) + math.log(4.0), rel=1e-5)
     np.testing.assert_allclose(grad, [2.0, 0.25], rtol=1e-5)

@@ -1,0 +1,73 @@
+"""Architectures: how the trunk and the task heads are wired.
+
+`get(identifier)` accepts a registered name (`names()` lists them), a
+`{"class_name", "config"}` dict, a registered class or an `Architecture`
+instance; `build_mtl(..., architecture=...)` and `MultiTaskModel` call it.
+
+| name           | class                  | what the tasks share                               |
+|----------------|------------------------|----------------------------------------------------|
+| `hps`          | `HardParameterSharing` | the whole trunk (default)                          |
+| `mtan`         | `MTAN`                 | the trunk; per-task attention at each level        |
+| `cross_stitch` | `CrossStitch`          | nothing directly: T columns mixed by learned units |
+| `cascade`      | `Cascade`              | the trunk; a head reads other heads' predictions   |
+| `adapters`     | `ResidualAdapters`     | a (frozen) trunk; per-task residual adapters       |
+| `separate`     | `Separate`             | nothing: one trunk per task                        |
+
+Each is built with the Functional API inside the `MultiTaskModel`, so the
+model saves, reloads and exports as usual, and tells gradient-based
+weightings what its tasks share (`SharedParts`, `model.shared_variables`,
+`model.shared_features`).
+
+Example:
+
+>>> model = keras_mtl.build_mtl(
+...     [keras_mtl.tasks.Classification("c", 2), keras_mtl.tasks.Segmentation("s", 3)],
+...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3),
+...     architecture="mtan", weighting="pcgrad")
+>>> keras_mtl.architectures.names()
+['adapters', 'cascade', 'cross_stitch', 'hps', 'mtan', 'separate']
+"""
+
+from keras_mtl.architectures.adapters import ResidualAdapters
+from keras_mtl.architectures.architecture import Architecture, SharedParts
+from keras_mtl.architectures.cascade import Cascade, PredictionMap, dependency_order
+from keras_mtl.architectures.columns import clone_trunk, split_stages
+from keras_mtl.architectures.cross_stitch import CrossStitch, CrossStitchUnit
+from keras_mtl.architectures.hps import HardParameterSharing
+from keras_mtl.architectures.mtan import MTAN
+from keras_mtl.architectures.separate import Separate
+from keras_mtl.registry import Registry
+
+ARCHITECTURES = Registry("architecture", base=Architecture)
+ARCHITECTURES.register("hps")(HardParameterSharing)
+ARCHITECTURES.register("mtan")(MTAN)
+ARCHITECTURES.register("cross_stitch")(CrossStitch)
+ARCHITECTURES.register("cascade")(Cascade)
+ARCHITECTURES.register("adapters")(ResidualAdapters)
+ARCHITECTURES.register("separate")(Separate)
+
+
+def names():
+    """Registered architecture names."""
+    return ARCHITECTURES.names()
+
+
+def get(identifier, **kwargs):
+    """An `Architecture` from a name, a config dict, a class or an instance.
+
+    Args:
+        identifier: see `keras_mtl.registry.Registry.get`; `None` means `"hps"`.
+        **kwargs: constructor arguments when `identifier` is a name or class,
+            e.g. `get("cascade", depends_on={"mask": "objects"})`.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones).
+    """
+    return ARCHITECTURES.get("hps" if identifier is None else identifier, **kwargs)
+
+
+__all__ = [
+    "ARCHITECTURES", "Architecture", "Cascade", "CrossStitch", "CrossStitchUnit",
+    "HardParameterSharing", "MTAN", "PredictionMap", "ResidualAdapters", "Separate",
+    "SharedParts", "clone_trunk", "dependency_order", "get", "names", "split_stages",
+]

@@ -1,0 +1,28 @@
+"""Hard parameter sharing: one trunk, one head per task."""
+
+import keras
+
+from keras_mtl.architectures.architecture import Architecture, SharedParts, keras_serializable
+
+
+@keras_serializable
+class HardParameterSharing(Architecture):
+    """One shared trunk; every task's head reads the same pyramid features.
+
+    The classic multi-task network (Caruana, "Multitask Learning", Machine
+    Learning 1997): `outputs = {task: head(trunk(images))}`. The cheapest
+    architecture, and the default of `build_mtl`. Shared parameters: the
+    trunk's; shared features: its outputs P2..P5.
+
+    Example:
+
+    >>> model = keras_mtl.build_mtl(
+    ...     [tasks.Classification("c", 2), tasks.Segmentation("s", 3)],
+    ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3),
+    ...     architecture="hps")
+    """
+
+    def build(self, images, trunk, tasks, image_shape):
+        features = trunk(images)  # {"P2": (B, H/4, W/4, C2), ..., "P5": (B, H/32, W/32, C5)}
+        outputs = {task.name: task.build_head(features, image_shape) for task in tasks}
+        return outputs, SharedParts([trunk], keras.tree.flatten(features))

@@ -1,0 +1,80 @@
+"""TFLite export: float32 matches the SavedModel to 1e-4 (classification, detection with
+NMS, segmentation), int8 calibrated on the pipeline is a fraction of the float size."""
+
+import numpy as np
+import pytest
+
+import keras_mtl as mtl
+from keras_mtl.data import shapes
+from keras_mtl.tflite import check_tflite, export_tflite
+
+
+def _model(trunk="micro_resnet"):
+    tasks = [mtl.tasks.Classification("label", 3), mtl.tasks.Detection("objects", 3),
+             mtl.tasks.Segmentation("mask", 4)]
+    model = mtl.build_mtl(tasks, trunk=trunk, weights=None, input_shape=(32, 32, 3))
+    model.compile(optimizer="adam")
+    return model
+
+
+def _data():
+    return shapes.make_dataset(16, image_size=32, batch_size=8, seed=1, cache=True)
+
+
+def test_float32_and_int8_tflite_against_the_savedmodel(tmp_path, capsys):
+    model = _model()
+    data = _data()
+    model.fit(data, epochs=1, verbose=0)  # trained a little: detections are not all ties
+    saved = str(tmp_path / "saved")
+    model.export(saved, verbose=False)
+    images = next(iter(data))[0].numpy()
+
+    path = export_tflite(model, str(tmp_path / "float.tflite"))
+    report = check_tflite(path, saved, images, atol=1e-4)  # raises beyond 1e-4
+    assert set(report["max_abs_diff"]) == {
+        "label", "objects_boxes", "objects_scores", "objects_labels", "objects_num_detections",
+        "mask"}
+    assert report["agreement"]["mask"] == 1.0
+    assert report["agreement"]["objects_num_detections"] == 1.0
+    printed = capsys.readouterr().out
+    assert "KiB" in printed and "max abs difference" in printed
+
+    int8 = export_tflite(model, str(tmp_path / "int8.tflite"), quantization="int8",
+                         representative_data=data, num_calibration_images=16)
+    quantized = check_tflite(int8, saved, images, atol=None, verbose=False)
+    assert quantized["size_bytes"] <= 0.4 * report["size_bytes"]  # 0.27x with tiny_resnet
+    assert quantized["max_abs_diff"]["label"] < 0.05  # probabilities
+    assert quantized["agreement"]["mask"] > 0.8
+
+
+def test_bad_arguments(tmp_path):
+    model = _model()
+    with pytest.raises(ValueError, match="Unknown quantization"):
+        export_tflite(model, str(tmp_path / "m.tflite"), quantization="float16")
+    with pytest.raises(ValueError, match="representative_data"):
+        export_tflite(model, str(tmp_path / "m.tflite"), quantization="int8")
+    with pytest.raises(ValueError, match="No SavedModel"):
+        export_tflite(str(tmp_path / "missing"), str(tmp_path / "m.tflite"))
+
+
+@pytest.mark.slow
+def test_tiny_resnet_int8_is_at_most_0_3_of_float_and_savedmodel_source(tmp_path):
+    model = _model("tiny_resnet")
+    data = _data()
+    saved = str(tmp_path / "saved")
+    model.export(saved, verbose=False)
+    images = next(iter(data))[0].numpy()
+    sizes = {}
+    for quantization in (None, "dynamic", "int8"):
+        path = export_tflite(model, str(tmp_path / f"{quantization}.tflite"),
+                             quantization=quantization, representative_data=data)
+        report = check_tflite(path, saved, images, atol=1e-4 if quantization is None else None)
+        sizes[quantization] = report["size_bytes"]
+    assert sizes["int8"] <= 0.3 * sizes[None], sizes
+    assert sizes["dynamic"] <= 0.3 * sizes[None], sizes
+    # A SavedModel converts too, with TF Select ops for Keras' argmax (a warning says so).
+    with pytest.warns(UserWarning, match="TF Select"):
+        path = export_tflite(saved, str(tmp_path / "from_saved.tflite"))
+    check_tflite(path, saved, images, atol=1e-4)
+    with pytest.raises(ValueError, match="select_tf_ops=True"):
+        export_tflite(saved, str(tmp_path / "builtins.tflite"), select_tf_ops=False)
