@@ -80,6 +80,14 @@ def _readable_data_errors():
         raise readable from error
 
 
+def _is_multi_worker(strategy):
+    """True under a `MultiWorkerMirroredStrategy` with more than one worker."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    resolver = strategy.cluster_resolver
+    return resolver is not None and len(resolver.cluster_spec().as_dict().get("worker", [])) > 1
+
+
 @keras_serializable
 class MultiTaskModel(keras.Model):
     """A shared trunk with one named head per task, trained jointly.
@@ -263,11 +271,15 @@ class MultiTaskModel(keras.Model):
                 sample_weights.get(task.name),
             )
         logs = self._metric_results()
-        if not log_weights:
-            return logs
-        weights = self.weighting.current_weights()
-        for index, name in enumerate(self.task_names):
-            logs[f"weight/{name}"] = weights[index]
+        if log_weights:
+            weights = self.weighting.current_weights()
+            for index, name in enumerate(self.task_names):
+                logs[f"weight/{name}"] = weights[index]
+        if _is_multi_worker(self.distribute_strategy):
+            # Keras reduces a multi-worker step's logs with a mean along axis 0, which
+            # fails on scalars; the logs are the global values on every replica
+            # already, so each gets a leading axis of 1 that the mean takes away.
+            logs = {name: ops.expand_dims(value, 0) for name, value in logs.items()}
         return logs
 
     def _metric_results(self):
@@ -284,7 +296,9 @@ class MultiTaskModel(keras.Model):
         context = replica_context()
         if context is None:
             return {metric.name: metric.result() for metric in self.metrics}
-        local = [[ops.convert_to_tensor(v) for v in metric.variables] for metric in self.metrics]
+        # Copies on the replica's device: MultiWorkerMirroredStrategy all-reduces only
+        # tensors with a device, and a metric variable's read has none.
+        local = [[tf.identity(v) for v in metric.variables] for metric in self.metrics]
         summed = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
         return {metric.name: metric.stateless_result(values)
                 for metric, values in zip(self.metrics, summed)}
@@ -323,6 +337,21 @@ class MultiTaskModel(keras.Model):
             yield
         finally:
             self._jit_compile = True
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TensorFlow trainer reads the first distributed batch and
+        # reduces the whole (images, targets) nest with `strategy.reduce`, which
+        # MultiWorkerMirroredStrategy rejects (it reduces one tensor, not a nest).
+        # Only the batch's shapes and dtypes are used: one replica's batch does.
+        if iterator is not None and self.distribute_strategy.num_replicas_in_sync > 1:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda value: (value.values[0]
+                                   if isinstance(value, tf.distribute.DistributedValues)
+                                   else value), next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def make_train_function(self, force=False):
         with self._replica_jit():

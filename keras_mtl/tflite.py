@@ -14,9 +14,10 @@ NumPy), which TFLite has no builtin for; when the model is converted from a
 `keras.Model`, the serving function is traced with `tf.argmax` (TFLite's
 `ARG_MAX`) instead, which differs only in how it orders -0.0 and +0.0. A
 SavedModel directory converts as it is: its `BitwiseAnd` needs the TF Select
-ops (`select_tf_ops="auto"` falls back to them and warns; the Flex delegate
-they need is in the full TensorFlow pip package, not in the plain TFLite
-runtime). Prefer converting the Keras model.
+ops (`select_tf_ops="auto"` falls back to them and warns), and the Flex
+delegate that runs them is not linked into `tf.lite.Interpreter` of the
+TensorFlow 2.21 pip package (`run_tflite` then raises a clear error); an app
+must link `tensorflow-lite-select-tf-ops`. Prefer converting the Keras model.
 
 Quantization:
 - `None`: float32 weights and activations.
@@ -198,8 +199,17 @@ def _select_ops(error):
 def run_tflite(path, images):
     """Runs a TFLite file's `serving_default` on `images` `(B, H, W, 3)`; returns its outputs."""
     interpreter = tf.lite.Interpreter(model_path=str(path))
-    runner = interpreter.get_signature_runner(SIGNATURE)
-    return runner(images=np.asarray(images, "float32"))
+    try:
+        runner = interpreter.get_signature_runner(SIGNATURE)
+        return runner(images=np.asarray(images, "float32"))
+    except RuntimeError as error:
+        if "Select TensorFlow op" not in str(error):
+            raise
+        raise RuntimeError(
+            f"{path} uses TF Select (Flex) ops, which this TFLite interpreter cannot run (no "
+            "Flex delegate linked). Convert the Keras model instead of its SavedModel "
+            "(`export_tflite(model, ...)`: builtin ops only), or run the file where the "
+            "tensorflow-lite-select-tf-ops delegate is linked.") from error
 
 
 def _reference(reference, images):

@@ -253,6 +253,28 @@ def test_checkpoints_carry_the_weighting_state(tmp_path):
     np.testing.assert_array_equal(np.asarray(loaded.weighting.logits), logits)
 
 
+def test_checkpoints_carry_the_seed_generator_state(tmp_path):
+    # Keras saves a layer's weights but not its seed generators: RLW's draws must go on
+    # where they stopped after a restore, in `.weights.h5` and `.keras` files alike.
+    model = _model("rlw")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(_data(2), epochs=1, verbose=0)
+    (state,) = model.weighting.seed_states()
+    saved = np.asarray(state)
+    path = str(tmp_path / "model.weights.h5")
+    model.save_weights(path)
+    fresh = _model("rlw")
+    fresh.compile(optimizer=keras.optimizers.Adam(1e-3))
+    fresh.optimizer.build(fresh.trainable_variables)
+    assert not np.array_equal(np.asarray(fresh.weighting.seed_states()[0]), saved)
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(np.asarray(fresh.weighting.seed_states()[0]), saved)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(np.asarray(loaded.weighting.seed_states()[0]), saved)
+
+
 def test_backup_and_restore_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="save_freq"):
         BackupAndRestore(str(tmp_path), save_freq=0)

@@ -1,9 +1,11 @@
 """GradDrop: keep, per gradient entry, the sign that most tasks agree on."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
+from keras_mtl.weighting import portable_random
 from keras_mtl.weighting.weighting import GradientWeighting
 
 
@@ -29,6 +31,11 @@ class GradDrop(GradientWeighting):
     `rep_grad=False` applies the same rule to the entries of the shared
     parameters' gradient. The paper's variant for batch-separated gradients
     (signs summed over the batch) is not implemented.
+
+    The draws are the same with and without XLA (`portable_random`). Under a
+    multi-replica strategy with `rep_grad=True`, the feature columns are
+    gathered replica by replica, so the same draws land on other entries
+    than on one device: an equally likely run, not the one-device run.
 
     Logged weights: the share of each task's gradient that is kept,
     `<M_t g_t, g_t> / ||g_t||^2` (1 where nothing conflicts). Not a weight
@@ -58,7 +65,7 @@ class GradDrop(GradientWeighting):
         total = ops.sum(grads, axis=0)  # (D,)
         magnitude = ops.sum(ops.abs(grads), axis=0)  # (D,)
         purity = 0.5 * (1.0 + total / ops.where(magnitude > 0, magnitude, 1.0))  # (D,)
-        draws = keras.random.uniform(ops.shape(purity), seed=self.seed_generator)  # (D,)
+        draws = portable_random.uniform(self.seed_generator, tf.shape(purity))  # (D,)
         keep = ((purity > draws)[None] & (grads > 0)) | ((purity < draws)[None] & (grads < 0))
         mask = self.leak + (1.0 - self.leak) * ops.cast(keep, "float32")  # (T, D)
         masked = grads * mask

@@ -4,13 +4,13 @@ import keras
 from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
-from keras_mtl.weighting import solvers
+from keras_mtl.weighting import portable_random, solvers
 from keras_mtl.weighting.weighting import GradientWeighting
 
 
 def random_orders(seed_generator, num_tasks):
     """`(T, T)` int32: row i is a random permutation of the tasks."""
-    noise = keras.random.uniform((num_tasks, num_tasks), seed=seed_generator)
+    noise = portable_random.uniform(seed_generator, (num_tasks, num_tasks))  # (T, T)
     return ops.cast(ops.argsort(noise, axis=-1), "int32")
 
 

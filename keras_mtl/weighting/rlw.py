@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
+from keras_mtl.weighting import portable_random
 from keras_mtl.weighting.weighting import LossWeighting
 
 
@@ -22,8 +23,8 @@ class RandomLossWeighting(LossWeighting):
     on the scale of a mean of the task losses (not their sum, as with
     `equal`; with plain SGD use a learning rate about T times larger to
     match `equal`). The samples come from the layer's own
-    `keras.random.SeedGenerator(seed)`, so a run is reproducible for a seed
-    and the draws compile under XLA. Evaluation (`training=False`) uses the
+    `keras.random.SeedGenerator(seed)` through `portable_random`, so a run is
+    reproducible for a seed, with or without XLA and on any number of replicas. Evaluation (`training=False`) uses the
     expected weights `1/T` (exchangeable draws) and draws nothing. An absent
     task (`present == 0`) contributes zero loss and gradient; RLW keeps no
     per-task statistics.
@@ -52,7 +53,7 @@ class RandomLossWeighting(LossWeighting):
         num_tasks = ops.shape(losses)[0]
         if not training:
             return ops.full((num_tasks,), 1.0 / num_tasks, "float32")  # (T,) the expectation
-        logits = keras.random.normal((num_tasks,), seed=self.seed_generator)  # (T,)
+        logits = portable_random.normal(self.seed_generator, (num_tasks,))  # (T,)
         return ops.softmax(logits)
 
     def call(self, losses, present, training=False):

@@ -59,6 +59,27 @@ class Weighting(keras.layers.Layer):
         """`(T,)` float32: the weights of the last step, for the logs."""
         return ops.convert_to_tensor(self.weights_variable)
 
+    def seed_states(self):
+        """The state variables of the weighting's `keras.random.SeedGenerator`s."""
+        own = self.weights
+        return [v for v in self.variables if not any(v is w for w in own)]
+
+    def save_own_variables(self, store):
+        # Keras saves a layer's weights but not its seed generators' states; a
+        # run restored from a checkpoint (BackupAndRestore) must go on drawing
+        # where it stopped (RLW's weights, PCGrad's orders, GradDrop's masks).
+        super().save_own_variables(store)
+        for index, state in enumerate(self.seed_states()):
+            store[f"seed_state_{index}"] = state
+
+    def load_own_variables(self, store):
+        seed_keys = [key for key in store.keys() if key.startswith("seed_state_")]
+        for index, state in enumerate(self.seed_states()):
+            if f"seed_state_{index}" in seed_keys:  # absent in files of older versions
+                state.assign(store[f"seed_state_{index}"])
+        super().load_own_variables({key: store[key] for key in store.keys()
+                                    if key not in seed_keys})
+
     def get_config(self):
         config = super().get_config()
         config.pop("dtype", None)
