@@ -211,12 +211,15 @@ def gradient_balanced_step(model, images, targets, sample_weights):
             outputs = heads(leaves)
         else:
             outputs = compiled("model", lambda x: model(x, training=True))(images)
-        losses, present = separate_task_losses(model, targets, outputs, sample_weights)
-        losses, present = ops.stack(losses), ops.stack(present)  # (T,), (T,)
+        task_losses, task_present = separate_task_losses(model, targets, outputs, sample_weights)
+        losses, present = ops.stack(task_losses), ops.stack(task_present)  # (T,), (T,)
         scales = ops.stop_gradient(ops.cast(weighting.objective_scales(losses), "float32"))  # (T,)
         objectives = []  # None: the task is absent from the batch, no gradient at all
         for index, task in enumerate(model.tasks):
-            objective = losses[index] * present[index] * mask[index] * scales[index] * scale
+            # From the task's own scalar, not `losses[index]`: the gradient of a slice of
+            # the stack would send zeros back through every other task's head.
+            objective = (task_losses[index] * task_present[index] * mask[index] * scales[index]
+                         * scale)
             objectives.append(None if task.name not in targets
                               else objective / replicas if replicas > 1 else objective)
         regularization = ops.cast(ops.sum(model.losses), "float32") if model.losses else None
