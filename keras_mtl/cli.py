@@ -327,19 +327,6 @@ def _check_data_dir(path):
                        f"to the folder that holds PNGImages/ and PedMasks/.")
 
 
-def _shapes_tasks(with_detection):
-    import keras_mtl as mtl
-    from keras_mtl.data import shapes
-
-    names = shapes.TASK_NAMES
-    tasks = [mtl.tasks.Classification(names["classification"], num_classes=shapes.NUM_CLASSES)]
-    if with_detection:
-        tasks.append(mtl.tasks.Detection(names["detection"], num_classes=shapes.NUM_CLASSES))
-    tasks.append(mtl.tasks.Segmentation(names["segmentation"],
-                                        num_classes=shapes.NUM_SEGMENTATION_CLASSES))
-    return tasks
-
-
 def _eval_data(data, data_dir, image_size, batch_size, val_size, task_names):
     """The held-out data set of `data` for a model with `task_names`."""
     if data == "pennfudan":
@@ -422,7 +409,7 @@ def train(args, parser):
         else:
             from keras_mtl.data import shapes
 
-            tasks = _shapes_tasks(not args.no_detection)
+            tasks = shapes.make_tasks(not args.no_detection)
             train_data = shapes.make_dataset(
                 settings["train_size"], image_size=size, batch_size=batch, seed=0, shuffle=True,
                 repeat=True, drop_remainder=True, cache=True, tasks=[t.name for t in tasks])

@@ -173,7 +173,6 @@ def gradient_balanced_step(model, images, targets, sample_weights):
     """
     weighting = model.weighting
     optimizer = model.optimizer
-    num_tasks = len(model.tasks)
 
     shared_vars = list(model.shared_variables)
     excluded = {id(v) for v in shared_vars} | {id(v) for v in weighting.variables}

@@ -214,8 +214,7 @@ def run_tflite(path, images):
 
 def _reference(reference, images):
     if isinstance(reference, keras.Model):
-        from keras_mtl.export import SERVING_ENDPOINT  # noqa: F401 (same outputs as predict)
-
+        # `predict` returns the decoded outputs, as the SavedModel's signature does.
         return {k: np.asarray(v) for k, v in reference.predict(np.asarray(images), verbose=0).items()}
     served = tf.saved_model.load(str(reference)).signatures[SIGNATURE]
     return {k: v.numpy() for k, v in served(images=tf.constant(images, tf.float32)).items()}

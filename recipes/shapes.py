@@ -62,16 +62,6 @@ def parse_args(argv=None):
     return args
 
 
-def build_tasks(shapes, mtl, with_detection):
-    names = shapes.TASK_NAMES
-    tasks = [mtl.tasks.Classification(names["classification"], num_classes=shapes.NUM_CLASSES)]
-    if with_detection:
-        tasks.append(mtl.tasks.Detection(names["detection"], num_classes=shapes.NUM_CLASSES))
-    tasks.append(mtl.tasks.Segmentation(names["segmentation"],
-                                        num_classes=shapes.NUM_SEGMENTATION_CLASSES))
-    return tasks
-
-
 def print_table(rows):
     width = max(len(row[0]) for row in rows)
     print(f"\n{'metric'.ljust(width)}  {'value':>8}  goal")
@@ -91,7 +81,7 @@ def main(argv=None):
     os.makedirs(args.output_dir, exist_ok=True)
     keras.utils.set_random_seed(0)
     with_detection = not args.no_detection and hasattr(mtl.tasks, "Detection")
-    tasks = build_tasks(shapes, mtl, with_detection)
+    tasks = shapes.make_tasks(with_detection)
     keep = [task.name for task in tasks]
     train = shapes.make_dataset(args.train_size, image_size=args.image_size,
                                 batch_size=args.batch_size, seed=0, shuffle=True, repeat=True,

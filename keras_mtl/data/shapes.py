@@ -132,6 +132,32 @@ def make_example(index, image_size=64, seed=0):
     return image, targets
 
 
+def make_tasks(with_detection=True):
+    """The `keras_mtl.tasks` of this data set, named as in `TASK_NAMES`.
+
+    Args:
+        with_detection: include the `Detection` task (boxes of every shape).
+
+    Returns:
+        `[Classification("label", 3), Detection("objects", 3),
+        Segmentation("mask", 4)]`, without the `Detection` if not wanted.
+
+    Example:
+
+    >>> model = keras_mtl.build_mtl(make_tasks(), trunk="micro_resnet", weights=None,
+    ...                             input_shape=(64, 64, 3))
+    """
+    from keras_mtl import tasks
+
+    names = TASK_NAMES
+    chosen = [tasks.Classification(names["classification"], num_classes=NUM_CLASSES)]
+    if with_detection:
+        chosen.append(tasks.Detection(names["detection"], num_classes=NUM_CLASSES))
+    chosen.append(tasks.Segmentation(names["segmentation"],
+                                     num_classes=NUM_SEGMENTATION_CLASSES))
+    return chosen
+
+
 def make_dataset(num_examples, image_size=64, batch_size=32, seed=0, shuffle=False,
                  repeat=False, drop_remainder=False, tasks=None, cache=False):
     """Builds a batched `tf.data.Dataset` of synthetic shapes examples.

@@ -126,3 +126,14 @@ def test_make_dataset_unknown_task_raises():
     with pytest.raises(ValueError, match="bogus") as info:
         shapes.make_dataset(4, tasks=["mask", "bogus"])
     assert "label" in str(info.value)
+
+
+def test_make_tasks_names_and_classes():
+    from keras_mtl.data import shapes as shapes_lib
+
+    full = shapes_lib.make_tasks()
+    assert [task.name for task in full] == ["label", "objects", "mask"]
+    assert [type(task).__name__ for task in full] == ["Classification", "Detection",
+                                                      "Segmentation"]
+    assert full[2].num_classes == shapes_lib.NUM_SEGMENTATION_CLASSES
+    assert [task.name for task in shapes_lib.make_tasks(with_detection=False)] == ["label", "mask"]
