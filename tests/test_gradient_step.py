@@ -119,7 +119,10 @@ def test_heads_model_shares_the_layers():
     for name in ("a", "b"):
         np.testing.assert_allclose(ops.convert_to_numpy(outputs[name]),
                                    ops.convert_to_numpy(expected[name]), rtol=1e-5, atol=1e-6)
-    assert heads_model(model) is heads_model(model)  # cached
+    view = heads_model(model)
+    model_variables = {id(v) for v in model.variables}
+    assert view.variables and all(id(v) in model_variables for v in view.variables)  # no copy
+    assert heads_model(model) is view  # cached per model
 
 
 # --- missing labels, frozen trunk ---------------------------------------------------------------

@@ -21,8 +21,8 @@ import math
 
 import tensorflow as tf
 
-_GOLDEN = 0x9E3779B9  # odd constants of the mixing: 2^32 / golden ratio, MurmurHash3's
-_MIX_1 = 0x85EBCA6B
+_GOLDEN = 0x9E3779B9  # 2^32 / golden ratio: spreads consecutive indices over 32 bits
+_MIX_1 = 0x85EBCA6B  # the multipliers of MurmurHash3's finaliser
 _MIX_2 = 0xC2B2AE35
 
 
@@ -36,7 +36,10 @@ def _finalise(bits):
 
 
 def random_bits(seed_generator, shape):
-    """uint32 tensor of `shape` (ints or a shape tensor): hashed bits, advancing `seed_generator` once."""
+    """uint32 tensor of `shape` (ints or a shape tensor) of hashed bits.
+
+    Advances `seed_generator` once per call.
+    """
     seed = tf.convert_to_tensor(seed_generator.next())  # (2,)
     if seed.dtype != tf.uint32:
         seed = tf.bitcast(tf.cast(seed, tf.int32), tf.uint32)

@@ -24,8 +24,9 @@ class RandomLossWeighting(LossWeighting):
     `equal`; with plain SGD use a learning rate about T times larger to
     match `equal`). The samples come from the layer's own
     `keras.random.SeedGenerator(seed)` through `portable_random`, so a run is
-    reproducible for a seed, with or without XLA and on any number of replicas. Evaluation (`training=False`) uses the
-    expected weights `1/T` (exchangeable draws) and draws nothing. An absent
+    reproducible for a seed, with or without XLA and on any number of
+    replicas. Evaluation (`training=False`) uses the expected weights `1/T`
+    (exchangeable draws) and draws nothing. An absent
     task (`present == 0`) contributes zero loss and gradient; RLW keeps no
     per-task statistics.
 
