@@ -30,6 +30,10 @@ TRUNKS.register("resnet18")(
     functools.partial(build_small_resnet, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2),
                       name="resnet18")
 )
+TRUNKS.register("small_resnet")(  # ~3.6M params: the Penn-Fudan recipe's CPU trunk
+    functools.partial(build_small_resnet, widths=(48, 96, 192, 384), blocks=(1, 2, 2, 1),
+                      name="small_resnet")
+)
 TRUNKS.register("tiny_resnet")(
     functools.partial(build_small_resnet, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1),
                       name="tiny_resnet")

@@ -14,6 +14,16 @@ DATA_DIR = os.path.join(REPO, "..", "shared", "data", "PennFudanPed")
 RECIPES = os.path.join(REPO, "recipes")
 needs_data = pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason="PennFudanPed not found")
 
+
+def _recipe():
+    """recipes/pennfudan.py as a module."""
+    sys.path.insert(0, RECIPES)
+    try:
+        import pennfudan as recipe
+    finally:
+        sys.path.remove(RECIPES)
+    return recipe
+
 ANNOTATION = """# Compatible with PASCAL Annotation Version 1.00
 Image size (X x Y x C) : 559 x 536 x 3
 Objects with ground truth : 2 { "PASpersonWalking" "PASpersonWalking" }
@@ -90,11 +100,7 @@ def test_pipeline_follows_the_data_contract_of_the_tasks():
 @pytest.mark.slow
 @needs_data
 def test_quick_recipe_trains_evaluates_and_writes_plots(tmp_path, capsys):
-    sys.path.insert(0, RECIPES)
-    try:
-        import pennfudan as recipe
-    finally:
-        sys.path.remove(RECIPES)
+    recipe = _recipe()
     results = recipe.main(["--quick", "--data-dir", DATA_DIR, "--output-dir", str(tmp_path),
                            "--epochs", "1"])
     printed = capsys.readouterr().out
@@ -113,14 +119,27 @@ def test_quick_recipe_trains_evaluates_and_writes_plots(tmp_path, capsys):
 @pytest.mark.slow
 @needs_data
 def test_quick_recipe_with_baselines_prints_the_comparison(tmp_path, capsys):
-    sys.path.insert(0, RECIPES)
-    try:
-        import pennfudan as recipe
-    finally:
-        sys.path.remove(RECIPES)
+    recipe = _recipe()
     results = recipe.main(["--quick", "--baselines", "--data-dir", DATA_DIR,
                            "--output-dir", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "delta-m" in printed and "training time" in printed
     assert results["train_time_ratio"] > 0
     assert os.path.getsize(tmp_path / "comparison.png") > 1000
+
+
+def test_recipe_task_weights_become_static_weights(capsys):
+    recipe = _recipe()
+    args = recipe.parse_args(["--task-weights", "person=4", "campus=0.5"])
+    assert args.weighting == {"campus": 0.5, "pedestrians": 1.0, "person": 4.0}
+    assert recipe.parse_args([]).weighting == recipe.DEFAULT_TASK_WEIGHTS
+    assert recipe.parse_args(["--weighting", "famo"]).weighting == "famo"
+    with pytest.raises(SystemExit):
+        recipe.parse_args(["--task-weights", "boxes=2"])
+    assert "unknown task 'boxes'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        recipe.parse_args(["--task-weights", "person=lots"])
+    assert "'person=lots' is not TASK=NUMBER" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        recipe.parse_args(["--task-weights", "person=2", "--weighting", "famo"])
+    assert "not both" in capsys.readouterr().err
