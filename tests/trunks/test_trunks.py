@@ -20,7 +20,13 @@ def test_every_trunk_builds_with_pyramid(name):
         assert tuple(features[level].shape[:3]) == (2, 32 // stride, 32 // stride)
 
 
-@pytest.mark.parametrize("name", application_names())
+# One ResNet and one VGG in the default run (the loading code is shared); the rest are slow.
+_DEFAULT_RUN_APPLICATIONS = ("resnet50", "vgg16")
+
+
+@pytest.mark.parametrize("name", [
+    name if name in _DEFAULT_RUN_APPLICATIONS else pytest.param(name, marks=pytest.mark.slow)
+    for name in application_names()])
 def test_application_trunk_loads_weights_file(name, tmp_path):
     constructor = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152",
                    "resnet50v2": "ResNet50V2", "resnet101v2": "ResNet101V2",
