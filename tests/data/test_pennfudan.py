@@ -124,7 +124,12 @@ def test_quick_recipe_with_baselines_prints_the_comparison(tmp_path, capsys):
                            "--output-dir", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "delta-m" in printed and "training time" in printed
-    assert results["train_time_ratio"] > 0
+    table = results["comparison"]
+    summed = sum(run["train_seconds"] for run in table["single_task"].values())
+    assert sorted(table["single_task"]) == ["campus", "pedestrians", "person"]
+    assert results["train_time_ratio"] == pytest.approx(
+        table["multi_task"]["train_seconds"] / summed)
+    assert f"training time ratio {results['train_time_ratio']:.2f}" in printed
     assert os.path.getsize(tmp_path / "comparison.png") > 1000
 
 
