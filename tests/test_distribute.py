@@ -168,8 +168,9 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
 
 @pytest.mark.slow
 def test_mirrored_strategy_matches_one_device_for_more_weightings(tmp_path):
-    cases = [["famo", False, False], ["uncertainty", False, False], ["dwa", False, False], ["pcgrad", False, False],
-             ["mgda", True, False], ["rlw", False, True], ["imtl", False, False]]
+    cases = [["famo", False, False], ["uncertainty", False, False], ["dwa", False, False],
+             ["pcgrad", False, False], ["mgda", True, False], ["rlw", False, True],
+             ["imtl", False, False]]
     results, _ = _mirrored(tmp_path, cases, timeout=1200)
     for key, diff in results.items():
         _assert_same(diff)

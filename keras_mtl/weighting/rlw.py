@@ -26,9 +26,8 @@ class RandomLossWeighting(LossWeighting):
     `keras.random.SeedGenerator(seed)` through `portable_random`, so a run is
     reproducible for a seed, with or without XLA and on any number of
     replicas. Evaluation (`training=False`) uses the expected weights `1/T`
-    (exchangeable draws) and draws nothing. An absent
-    task (`present == 0`) contributes zero loss and gradient; RLW keeps no
-    per-task statistics.
+    (exchangeable draws) and draws nothing. An absent task (`present == 0`)
+    contributes zero loss and gradient; RLW keeps no per-task statistics.
 
     Args:
         seed: int seed of the weight draws; `None` takes one from Keras'
