@@ -7,7 +7,7 @@ One model, three tasks, trained from scratch on 136 photos, validated on 34
 - `person`: pedestrian vs background pixels (segmentation);
 - `campus`: which campus the photo is from, Fudan or Penn (from the file name).
 
-The defaults: the `small_resnet` trunk (3.6M parameters) at 128 px, 1600
+The defaults: the `small_resnet` trunk (3.6M parameters) at 192 px, 1600
 steps of 16 images, AdamW with a cosine decay, and static loss weights
 `person=8` (with equal weights the detection loss, about 5x the mask loss,
 drives the shared trunk and the person masks lose most; `--weighting NAME`
@@ -35,7 +35,7 @@ import time
 
 DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "PennFudanPed")
 DEFAULTS = dict(
-    trunk="small_resnet", weights=None, image_size=128, batch_size=16, epochs=40, steps=40,
+    trunk="small_resnet", weights=None, image_size=192, batch_size=16, epochs=40, steps=40,
     weighting=None, learning_rate=2e-3, weight_decay=1e-4, scale_low=0.7, scale_high=1.4,
     dice_weight=0.0,
 )
