@@ -8,6 +8,7 @@ Examples (`keras-mtl COMMAND --help` explains each command's options):
     keras-mtl export --model runs/shapes/model.keras --output-dir export/shapes/1 \\
         --tflite export/shapes.tflite --quantization int8
     keras-mtl predict --model export/shapes/1 photo1.png photo2.jpg --output predictions.json
+    keras-mtl compare --methods equal auto famo --seeds 0 1 2   # leaderboard over seeds
 
 Every option can also come from a JSON (or, with PyYAML installed, YAML)
 file: `keras-mtl train --config train.json`, with keys named like the
@@ -22,7 +23,9 @@ import json
 import os
 import sys
 
-COMMANDS = ("train", "evaluate", "export", "predict")
+from keras_mtl.cli_compare import add_compare_command, compare as compare_command
+
+COMMANDS = ("train", "evaluate", "export", "predict", "compare")
 DATASETS = ("shapes", "pennfudan")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 QUANTIZATIONS = ("none", "dynamic", "int8")
@@ -62,7 +65,7 @@ def _data_options(parser, training):
 
 
 def build_parser():
-    """The `argparse` parser of `keras-mtl` (subcommands `train`, `evaluate`, `export`, `predict`)."""
+    """The `argparse` parser of `keras-mtl` (`train`, `evaluate`, `export`, `predict`, `compare`)."""
     parser = argparse.ArgumentParser(
         prog="keras-mtl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False)
@@ -197,6 +200,9 @@ def build_parser():
                          help="keep detections scored at least this (default 0.3)")
     predict.add_argument("--masks-dir", default=None,
                          help="save each segmentation class map as a PNG there")
+
+    # === compare ===
+    add_compare_command(command)
     return parser
 
 
@@ -661,7 +667,8 @@ def main(argv=None):
     one line `keras-mtl <command>: error: ...` and return 1.
     """
     args, parser = parse_args(argv)
-    handlers = {"train": train, "evaluate": evaluate, "export": export, "predict": predict}
+    handlers = {"train": train, "evaluate": evaluate, "export": export, "predict": predict,
+                "compare": lambda a, p: compare_command(a, p, CLIError)}
     try:
         return handlers[args.command](args, parser)
     except CLIError as error:

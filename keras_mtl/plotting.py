@@ -358,3 +358,54 @@ def plot_prediction_gallery(images, path, predictions=None, detection=None, segm
         axis.set_xlim(-0.5, width - 0.5)
         axis.set_ylim(height - 0.5, -0.5)
     return _save(figure, path, plt)
+
+
+def plot_leaderboard(leaderboard, path):
+    """Saves a leaderboard as a PNG: delta-m with confidence bars, per-task changes.
+
+    Left: each method's mean delta-m over seeds with its confidence
+    interval (Student t) as an error bar, best at the top. Right: each
+    method's mean relative change per task against the single-task
+    baselines. Uses matplotlib's object API (no global backend).
+
+    Args:
+        leaderboard: a `keras_mtl.evaluation.leaderboard.Leaderboard`.
+        path: where to write the PNG.
+
+    Returns:
+        `path`.
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    summaries = [s for s in leaderboard.summaries() if s.seeds][::-1]  # best drawn on top
+    labels = [s.label for s in summaries]
+    means = np.array([s.delta_m_mean for s in summaries], "float64")
+    low = np.array([s.delta_m_low for s in summaries], "float64")
+    high = np.array([s.delta_m_high for s in summaries], "float64")
+    errors = np.nan_to_num(np.stack([means - low, high - means]), nan=0.0)
+    height = max(3.0, 0.35 * len(labels) + 1.5)
+    figure = Figure(figsize=(13.0, height))
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.0, 1.3]})
+    y = np.arange(len(labels))
+    colours = ["tab:green" if m > 0 else "tab:red" for m in np.nan_to_num(means)]
+    left.barh(y, np.nan_to_num(means), xerr=errors, color=colours, alpha=0.8, capsize=3)
+    left.axvline(0.0, color="black", linewidth=0.8)
+    left.set_yticks(y)
+    left.set_yticklabels(labels, fontsize=8)
+    left.set_xlabel(f"delta-m % vs single-task (mean, {leaderboard.confidence:.0%} CI)")
+    tasks = leaderboard.tasks
+    width = 0.8 / max(1, len(tasks))
+    for index, task in enumerate(tasks):
+        values = [s.per_task_delta.get(task, np.nan) for s in summaries]
+        right.barh(y + (index - (len(tasks) - 1) / 2) * width, np.nan_to_num(values), width,
+                   label=task)
+    right.axvline(0.0, color="black", linewidth=0.8)
+    right.set_yticks(y)
+    right.set_yticklabels([])
+    right.set_xlabel("relative change per task % (mean over seeds)")
+    right.legend(fontsize=8)
+    figure.suptitle(f"{len(leaderboard.seeds)} seeds, {leaderboard.steps} steps per run")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path

@@ -108,18 +108,23 @@ def list_names(data_dir):
     return names
 
 
-def split_names(names, split, val_every=5):
+def split_names(names, split, val_every=5, fold=0):
     """The names of one split: `"val"` is every `val_every`-th sorted name.
 
-    Names at sorted positions `val_every - 1, 2 * val_every - 1, ...` are
-    validation, the rest training; `"all"` keeps every name.
+    Names at sorted positions `val_every - 1 - fold, 2 * val_every - 1 -
+    fold, ...` are validation, the rest training; `"all"` keeps every name.
+    Folds `0 .. val_every - 1` are the `val_every` folds of a
+    cross-validation (each name is validation in exactly one); fold 0 is
+    the default split.
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; use one of {SPLITS}.")
+    if not 0 <= fold < val_every:
+        raise ValueError(f"fold must be in [0, {val_every}) for val_every={val_every}, got {fold}.")
     names = sorted(names)
     if split == "all":
         return names
-    is_val = [(index + 1) % val_every == 0 for index in range(len(names))]
+    is_val = [(index + 1 + fold) % val_every == 0 for index in range(len(names))]
     return [n for n, v in zip(names, is_val) if v == (split == "val")]
 
 
@@ -159,7 +164,7 @@ def _load_arrays(data_dir, image_size):
     return names, examples
 
 
-def load_arrays(data_dir, split="train", image_size=128, val_every=5, max_objects=None):
+def load_arrays(data_dir, split="train", image_size=128, val_every=5, max_objects=None, fold=0):
     """Decoded, resized examples of one split as numpy arrays (cached in memory).
 
     Args:
@@ -170,6 +175,8 @@ def load_arrays(data_dir, split="train", image_size=128, val_every=5, max_object
         max_objects: boxes per image after padding; default: the most in
             the folder (8 for Penn-Fudan), the same for every split.
             Images with more boxes keep the first `max_objects`.
+        fold: which of the `val_every` cross-validation folds (see
+            `split_names`).
 
     Returns:
         A dict of arrays: `"names"` (I,), `"images"` `(I, S, S, 3)` uint8,
@@ -180,7 +187,7 @@ def load_arrays(data_dir, split="train", image_size=128, val_every=5, max_object
     names, examples = _load_arrays(os.path.abspath(data_dir), int(image_size))
     if max_objects is None:
         max_objects = max(1, max(len(boxes) for _, _, boxes in examples))
-    keep = set(split_names(names, split, val_every))
+    keep = set(split_names(names, split, val_every, fold))
     chosen = [(n, e) for n, e in zip(names, examples) if n in keep]
     count = len(chosen)
     boxes = np.zeros((count, max_objects, 4), "float32")
@@ -201,7 +208,7 @@ def load_arrays(data_dir, split="train", image_size=128, val_every=5, max_object
 
 def load_pennfudan(data_dir, split="train", image_size=128, batch_size=8, shuffle=None,
                    repeat=False, augment=None, drop_remainder=False, seed=0, val_every=5,
-                   max_objects=None, tasks=None, batched=True):
+                   max_objects=None, tasks=None, batched=True, fold=0):
     """A `tf.data` pipeline of Penn-Fudan examples in the data contract.
 
     Args:
@@ -215,7 +222,7 @@ def load_pennfudan(data_dir, split="train", image_size=128, batch_size=8, shuffl
             applied to each batch (e.g. `keras_mtl.data.augment.JointAugmentation`).
         drop_remainder: drop the last, smaller batch.
         seed: shuffle seed.
-        val_every: see `split_names`.
+        val_every, fold: see `split_names`.
         max_objects: boxes per image (padding); see `load_arrays`.
         tasks: target keys to keep, a subset of `TASK_NAMES.values()`;
             default all three.
@@ -238,7 +245,7 @@ def load_pennfudan(data_dir, split="train", image_size=128, batch_size=8, shuffl
     unknown = [name for name in keep if name not in valid]
     if unknown:
         raise ValueError(f"Unknown task name(s) {unknown}; valid names are {valid}.")
-    arrays = load_arrays(data_dir, split, image_size, val_every, max_objects)
+    arrays = load_arrays(data_dir, split, image_size, val_every, max_objects, fold)
     targets = {
         TASK_NAMES["classification"]: arrays["campus"],
         TASK_NAMES["detection"]: {"boxes": arrays["boxes"], "labels": arrays["labels"]},
@@ -284,3 +291,51 @@ def make_tasks(image_level="campus", detection_kwargs=None, segmentation_kwargs=
         tasks.Segmentation(TASK_NAMES["segmentation"], num_classes=len(MASK_CLASS_NAMES),
                            **(segmentation_kwargs or {})),
     ]
+
+
+def leaderboard_factory(data_dir, image_size=96, batch_size=16, augment=True,
+                        cross_validation=False, val_every=5):
+    """A data factory of Penn-Fudan for `keras_mtl.evaluation.run_leaderboard`.
+
+    Args:
+        data_dir: the PennFudanPed folder.
+        image_size, batch_size: of the training batches (validation: the
+            same size, batches of `batch_size`).
+        augment: flips, scale jitter (0.7-1.4) and translation, seeded by
+            the run's seed (`JointAugmentation`).
+        cross_validation: seed `s` validates on fold `s % val_every` (the
+            other files train), so seeds 0-4 cover every photo once;
+            otherwise every seed uses fold 0 (34 validation photos).
+        val_every: the number of folds.
+
+    Returns:
+        `factory(seed) -> LeaderboardData` with the three tasks; delta-m
+        uses campus accuracy, pedestrian mAP@.5 and mAP@[.5:.95], and the
+        person class IoU, as the recipe does.
+    """
+    from keras_mtl.data.augment import JointAugmentation
+    from keras_mtl.evaluation.leaderboard import LeaderboardData
+
+    def factory(seed):
+        fold = seed % val_every if cross_validation else 0
+        tasks = make_tasks()
+        transform = (JointAugmentation.from_tasks(tasks, scale_range=(0.7, 1.4), translate=0.1,
+                                                  seed=seed) if augment else None)
+        train = load_pennfudan(data_dir, "train", image_size=image_size, batch_size=batch_size,
+                               repeat=True, drop_remainder=True, augment=transform, seed=seed,
+                               val_every=val_every, fold=fold)
+        validation = load_pennfudan(data_dir, "val", image_size=image_size,
+                                    batch_size=batch_size, val_every=val_every, fold=fold)
+        return LeaderboardData(
+            tasks=tasks, train=train, validation=validation,
+            input_shape=(image_size, image_size, 3),
+            delta_metrics={TASK_NAMES["classification"]: ["accuracy"],
+                           TASK_NAMES["detection"]: ["map50", "map"],
+                           TASK_NAMES["segmentation"]: ["iou_person"]},
+            class_names={TASK_NAMES["segmentation"]: MASK_CLASS_NAMES,
+                         TASK_NAMES["classification"]: CAMPUS_NAMES,
+                         TASK_NAMES["detection"]: CLASS_NAMES},
+            name=f"pennfudan-{image_size}px-b{batch_size}-aug{int(bool(augment))}"
+                 f"-cv{int(bool(cross_validation))}")
+
+    return factory

@@ -218,3 +218,36 @@ def make_dataset(num_examples, image_size=64, batch_size=32, seed=0, shuffle=Fal
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def leaderboard_factory(image_size=64, batch_size=16, train_examples=512, val_examples=128,
+                        with_detection=True):
+    """A data factory of synthetic shapes for `keras_mtl.evaluation.run_leaderboard`.
+
+    Seed `s` draws its own training examples (data seed `s`, shuffled with
+    `s`); every seed validates on the same `val_examples` (data seed 10000).
+
+    Returns:
+        `factory(seed) -> LeaderboardData`.
+
+    Example:
+
+    >>> data = leaderboard_factory(image_size=32, batch_size=4)(0)
+    >>> [task.name for task in data.tasks], data.input_shape
+    (['label', 'objects', 'mask'], (32, 32, 3))
+    """
+    from keras_mtl.evaluation.leaderboard import LeaderboardData
+
+    def factory(seed):
+        tasks = make_tasks(with_detection=with_detection)
+        names = [task.name for task in tasks]
+        train = make_dataset(train_examples, image_size=image_size, batch_size=batch_size,
+                             seed=seed, shuffle=True, repeat=True, drop_remainder=True,
+                             tasks=names, cache=True)
+        validation = make_dataset(val_examples, image_size=image_size, batch_size=batch_size,
+                                  seed=10000, tasks=names, cache=True)
+        return LeaderboardData(tasks=tasks, train=train, validation=validation,
+                               input_shape=(image_size, image_size, 3),
+                               name=f"shapes-{image_size}px-b{batch_size}-n{train_examples}")
+
+    return factory

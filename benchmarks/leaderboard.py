@@ -1,0 +1,105 @@
+"""Penn-Fudan leaderboard: every weighting against single-task baselines, over seeds.
+
+Two stages (keras_mtl.evaluation.run_leaderboard; results appended to a
+JSONL file as each run ends, so a killed sweep resumes where it stopped):
+
+    # screening: 96 px, 400 steps of 16 images, 3 cross-validation folds
+    python benchmarks/leaderboard.py --stage screen
+    # the recipe's budget (192 px, 1600 steps) for a few methods
+    python benchmarks/leaderboard.py --stage full --methods auto equal static:person=8
+    # the table and plot of what is in the file so far (no training)
+    python benchmarks/leaderboard.py --stage screen --report-only
+
+Writes RESULTS (default benchmarks/results/leaderboard_<stage>.jsonl) and
+leaderboard_<stage>.md / .json / .png beside it.
+"""
+
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA_DIR = os.path.join(HERE, "..", "..", "shared", "data", "PennFudanPed")
+
+# Screening order: the usual defaults first, then loss-based, then gradient methods on the
+# shared features (one trunk backward pass), then parameter-gradient methods (T passes).
+SCREEN_METHODS = [
+    "equal", "static:person=8", "uncertainty", "famo", "log_losses", "dwa", "rlw", "gls", "stch",
+    "imtl:rep_grad", "mgda:rep_grad", "aligned_mtl:rep_grad", "graddrop:rep_grad", "db_mtl",
+    "nash_mtl", "upgrad", "cagrad", "pcgrad", "gradvac", "gradnorm", "equal@mtan",
+    "uncertainty@mtan",
+]
+STAGES = {
+    "screen": dict(image_size=96, batch_size=16, steps=400, seeds=[0, 1, 2],
+                   methods=SCREEN_METHODS),
+    "full": dict(image_size=192, batch_size=16, steps=1600, seeds=[0, 1, 2],
+                 methods=["equal", "static:person=8"]),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=sorted(STAGES), default="screen")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    parser.add_argument("--methods", nargs="+", help="method strings (default: the stage's)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: the stage's")
+    parser.add_argument("--steps", type=int, help="default: the stage's")
+    parser.add_argument("--image-size", type=int, help="default: the stage's")
+    parser.add_argument("--batch-size", type=int, help="default: the stage's")
+    parser.add_argument("--trunk", default="small_resnet")
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--same-compute", nargs="*", default=[],
+                        help="methods also trained for the summed single-task time")
+    parser.add_argument("--no-cross-validation", action="store_true",
+                        help="every seed validates on fold 0 (default: seed s on fold s %% 5)")
+    parser.add_argument("--results", help="JSONL file (default benchmarks/results/"
+                                          "leaderboard_<stage>.jsonl)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the table and plot of the file's rows; train nothing")
+    args = parser.parse_args(argv)
+    stage = STAGES[args.stage]
+    for key in ("methods", "seeds", "steps", "image_size", "batch_size"):
+        if getattr(args, key) is None:
+            setattr(args, key, stage[key])
+    args.results = args.results or os.path.join(HERE, "results", f"leaderboard_{args.stage}.jsonl")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from keras_mtl.data import pennfudan
+    from keras_mtl.evaluation import leaderboard as lb
+
+    output_dir = os.path.dirname(os.path.abspath(args.results))
+    name = os.path.splitext(os.path.basename(args.results))[0]
+    if args.report_only:
+        board = lb.leaderboard_from_file(args.results, methods=args.methods, seeds=args.seeds)
+    else:
+        def optimizer(total_steps):
+            schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, total_steps)
+            return keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay)
+
+        factory = pennfudan.leaderboard_factory(
+            args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
+            cross_validation=not args.no_cross_validation)
+        print(f"Penn-Fudan leaderboard, stage {args.stage}: {len(args.methods)} methods x "
+              f"{len(args.seeds)} seeds, {args.steps} steps of {args.batch_size} images at "
+              f"{args.image_size} px, trunk {args.trunk}, {os.cpu_count()} CPUs; "
+              f"results in {args.results}", flush=True)
+        board = lb.run_leaderboard(
+            factory, args.methods, args.seeds, args.steps, args.results, trunk=args.trunk,
+            optimizer=optimizer, same_compute=args.same_compute,
+            tag=f"adamw lr={args.learning_rate} wd={args.weight_decay} cosine",
+            progress=lambda line: print(line, flush=True))
+    paths = lb.write_report(board, output_dir, name)
+    print(board.markdown())
+    print(f"written: {', '.join(paths.values())}")
+    return board
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,106 @@
+"""`Method`: one multi-task recipe of a leaderboard (a weighting and an architecture).
+
+A method is written as a string, `NAME[:OPTION,OPTION...][@ARCHITECTURE]`:
+
+- `"famo"`: a registered weighting (`keras_mtl.weighting.names()`) on hard
+  parameter sharing;
+- `"imtl:rep_grad"`: a gradient method on the shared features;
+- `"famo:learning_rate=0.01"`: keyword arguments of the weighting;
+- `"static:person=8"`: static task weights (tasks not named get 1);
+- `"equal@mtan"`: another architecture (`keras_mtl.architectures.names()`).
+
+Example:
+
+>>> method = parse_method("imtl:rep_grad@mtan")
+>>> method.label, method.weighting, method.options, method.architecture
+('imtl:rep_grad@mtan', 'imtl', {'rep_grad': True}, 'mtan')
+"""
+
+import dataclasses
+
+from keras_mtl import architectures, weighting as weighting_lib
+
+
+def _parse_value(text):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A weighting (name and options) and an architecture, with a label.
+
+    Args:
+        label: the name in tables and the results file (unique in a sweep).
+        weighting: a registered weighting name, or a `Weighting` instance
+            (its config is copied for each run, so runs never share state).
+        options: keyword arguments of the weighting (for `"static"`: the
+            task weights).
+        architecture: a registered architecture name.
+    """
+
+    label: str
+    weighting: object = "equal"
+    options: dict = dataclasses.field(default_factory=dict)
+    architecture: str = "hps"
+
+    def build_weighting(self, task_names):
+        """A fresh `Weighting` for a model with tasks `task_names`."""
+        if isinstance(self.weighting, weighting_lib.Weighting):
+            return type(self.weighting).from_config(self.weighting.get_config())
+        if self.weighting == "static":
+            unknown = sorted(set(self.options) - set(task_names))
+            if unknown:
+                raise ValueError(f"Method '{self.label}': static weights name unknown task(s) "
+                                 f"{unknown}; the tasks are {list(task_names)}.")
+            weights = {name: 1.0 for name in task_names}
+            weights.update({name: float(value) for name, value in self.options.items()})
+            return weighting_lib.get(weights)
+        return weighting_lib.get(self.weighting, **self.options)
+
+    def check(self, task_names):
+        """Raises a `ValueError` naming this method if it cannot be built."""
+        try:
+            self.build_weighting(task_names)
+            if self.architecture not in architectures.names():
+                raise ValueError(f"unknown architecture '{self.architecture}'; valid names: "
+                                 f"{', '.join(architectures.names())}")
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"Method '{self.label}' is not usable: {error}") from error
+
+
+def parse_method(spec):
+    """A `Method` from a string (see the module docstring), a dict or a `Method`.
+
+    Args:
+        spec: `"NAME[:OPTION,...][@ARCHITECTURE]"`, a `Method`, a
+            `Weighting` instance, or a dict of `Method` fields.
+
+    Returns:
+        A `Method`.
+    """
+    if isinstance(spec, Method):
+        return spec
+    if isinstance(spec, weighting_lib.Weighting):
+        return Method(label=spec.name, weighting=spec)
+    if isinstance(spec, dict):
+        return Method(**spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"A method must be a non-empty string like 'famo' or "
+                         f"'imtl:rep_grad@mtan', a dict or a Method; got {spec!r}.")
+    label = spec.strip()
+    body, _, architecture = label.partition("@")
+    name, _, option_text = body.partition(":")
+    options = {}
+    for item in filter(None, (part.strip() for part in option_text.split(","))):
+        key, equals, value = item.partition("=")
+        options[key.strip()] = _parse_value(value.strip()) if equals else True
+    return Method(label=label, weighting=name.strip(), options=options,
+                  architecture=architecture.strip() or "hps")

@@ -1,0 +1,251 @@
+"""The multi-seed leaderboard: statistics, methods, resume, failures, bad input, report."""
+
+import json
+import math
+import os
+
+import pytest
+import tensorflow as tf
+
+from keras_mtl import cli
+from keras_mtl.data import shapes
+from keras_mtl.evaluation import leaderboard as lb
+from keras_mtl.evaluation.confidence import (mean_confidence_interval, standard_deviation,
+                                             student_t_quantile)
+from keras_mtl.evaluation.methods import Method, parse_method
+from keras_mtl.tasks.task import keras_serializable
+from keras_mtl.weighting import LossWeighting
+
+
+# --- statistics ------------------------------------------------------------------------
+@pytest.mark.parametrize("dof, quantile", [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764),
+                                           (10, 2.2281), (30, 2.0423)])
+def test_student_t_quantile_matches_the_printed_tables(dof, quantile):
+    assert student_t_quantile(0.975, dof) == pytest.approx(quantile, abs=1e-4)
+    assert student_t_quantile(0.025, dof) == pytest.approx(-quantile, abs=1e-4)
+
+
+def test_student_t_quantile_one_sided_and_bad_arguments():
+    assert student_t_quantile(0.95, 5) == pytest.approx(2.0150, abs=1e-4)
+    assert student_t_quantile(0.5, 3) == 0.0
+    with pytest.raises(ValueError, match="probability"):
+        student_t_quantile(1.0, 3)
+    with pytest.raises(ValueError, match="dof"):
+        student_t_quantile(0.9, 0)
+
+
+def test_confidence_interval_of_a_hand_worked_case():
+    # Deltas 1, 2, 3: mean 2, s = 1, half width t(0.975, 2) * 1 / sqrt(3) = 4.302653 / 1.732051.
+    mean, low, high = mean_confidence_interval([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0)
+    assert high - mean == pytest.approx(4.302653 / math.sqrt(3.0), abs=1e-5)
+    assert mean - low == pytest.approx(high - mean)
+    assert standard_deviation([1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    one = mean_confidence_interval([5.0])
+    assert one[0] == 5.0 and math.isnan(one[1]) and math.isnan(one[2])
+    assert mean_confidence_interval([1.0, float("nan"), 3.0])[0] == pytest.approx(2.0)
+
+
+# --- methods ---------------------------------------------------------------------------
+def test_parse_method_strings():
+    method = parse_method("famo:learning_rate=0.01,rep_grad")
+    assert (method.weighting, method.options, method.architecture) == (
+        "famo", {"learning_rate": 0.01, "rep_grad": True}, "hps")
+    assert parse_method("equal@mtan").architecture == "mtan"
+    assert parse_method("imtl:rep_grad").build_weighting(["a", "b"]).rep_grad
+    with pytest.raises(ValueError, match="non-empty"):
+        parse_method("  ")
+
+
+def test_static_method_fills_unnamed_tasks_with_one_and_rejects_unknown_tasks():
+    weighting = parse_method("static:person=8").build_weighting(["campus", "person"])
+    assert weighting.get_config()["weights"] == {"campus": 1.0, "person": 8.0}
+    with pytest.raises(ValueError, match="static:ghost=2.*ghost"):
+        parse_method("static:ghost=2").check(["campus", "person"])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("no_such_weighting", "no_such_weighting.*Valid names"),
+    ("nash_mtl:rep_grad", "nash_mtl:rep_grad.*rep_grad"),
+    ("equal@no_such_architecture", "no_such_architecture"),
+])
+def test_unusable_methods_are_named(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_method(spec).check(["a", "b"])
+
+
+# --- summaries from hand-made rows -----------------------------------------------------
+def _row(kind, label, seed, metrics, seconds=10.0, status="ok"):
+    return {"fingerprint": "f", "kind": kind, "label": label, "seed": seed, "steps": 5,
+            "status": status, "metrics": metrics, "train_seconds": seconds,
+            "delta_metrics": {"a": ["accuracy"], "b": ["miou"]}}
+
+
+def _hand_rows():
+    rows = []
+    for seed in (0, 1, 2):  # baselines: a accuracy 0.5, b miou 0.5, 10 s each
+        rows.append(_row("single", "a", seed, {"a": {"accuracy": 0.5}}))
+        rows.append(_row("single", "b", seed, {"b": {"miou": 0.5}}))
+    # "up": a +2 %, +4 %, +6 % and b 0 % -> delta-m 1, 2, 3; 10 s against 20 s: ratio 0.5.
+    for seed, a in zip((0, 1, 2), (0.51, 0.52, 0.53)):
+        rows.append(_row("multi", "up", seed, {"a": {"accuracy": a}, "b": {"miou": 0.5}}))
+    rows.append(_row("multi", "down", 0, {"a": {"accuracy": 0.4}, "b": {"miou": 0.5}}))
+    rows.append({**_row("multi", "down", 1, {}), "status": "failed", "error": "ValueError: x"})
+    return rows
+
+
+def _board(rows):
+    return lb.Leaderboard(rows=rows, tasks=["a", "b"],
+                          delta_metrics={"a": ("accuracy",), "b": ("miou",)}, seeds=[0, 1, 2],
+                          labels=["up", "down"], steps=5)
+
+
+def test_summary_of_hand_made_rows():
+    board = _board(_hand_rows())
+    up = board.summary("up")
+    assert up.delta_m == pytest.approx([1.0, 2.0, 3.0])
+    assert up.delta_m_mean == pytest.approx(2.0)
+    assert up.delta_m_high - 2.0 == pytest.approx(4.302653 / math.sqrt(3.0), abs=1e-5)
+    assert up.per_task_delta == pytest.approx({"a": 4.0, "b": 0.0})
+    assert up.time_ratio == pytest.approx(0.5)
+    assert up.metrics["a"]["accuracy"][0] == pytest.approx(0.52)
+    down = board.summary("down")
+    assert down.delta_m == pytest.approx([-10.0]) and down.failed == [1]
+    assert "ValueError: x" in down.errors[0]
+    assert [s.label for s in board.summaries()] == ["up", "down"]
+    table = board.markdown()
+    assert "| 1 | `up` | +2.00 [-0.48, +4.48] | +4.00 | +0.00 |" in table
+    assert "`down` | -10.00 |" in table and "1 (1 failed)" in table
+    assert "single-task baselines" in table and "0.500 +- 0.000" in table
+
+
+def test_same_compute_steps_fill_the_summed_single_task_time():
+    rows = _hand_rows()  # up: 10 s for 5 steps; baselines of seed 0: 20 s in all
+    assert lb._same_compute_steps(rows, "up", 0, ["a", "b"], 5) == 10
+    assert lb._same_compute_steps(rows, "up", 7, ["a", "b"], 5) is None  # no baselines
+
+
+def test_report_from_file_and_plot(tmp_path, capsys):
+    path = tmp_path / "results.jsonl"
+    with open(path, "w") as file:
+        for row in _hand_rows():
+            file.write(json.dumps(row) + "\n")
+        file.write('{"torn": ')  # a write cut off by a kill is skipped
+    board = lb.leaderboard_from_file(str(path))
+    assert board.tasks == ["a", "b"] and board.labels == ["up", "down"]
+    assert board.summary("up").delta_m_mean == pytest.approx(2.0)
+    paths = lb.write_report(board, str(tmp_path), "board")
+    assert open(paths["markdown"]).read().strip() == board.markdown()
+    assert json.load(open(paths["json"]))["methods"][0]["label"] == "up"
+    assert os.path.getsize(paths["png"]) > 1000
+    assert cli.main(["compare", "--results", str(path), "--report-only"]) == 0
+    assert "| 1 | `up` |" in capsys.readouterr().out
+
+
+# --- the sweep, for real (tiny) ----------------------------------------------------------
+@keras_serializable
+class BrokenWeighting(LossWeighting):
+    """A weighting that breaks when the train step is traced."""
+
+    def compute_weights(self, losses, present, training):
+        raise RuntimeError("this weighting is broken on purpose")
+
+
+def _tiny_factory(calls=None):
+    def factory(seed):
+        if calls is not None:
+            calls.append(seed)
+        tasks = shapes.make_tasks(with_detection=False)
+        names = [t.name for t in tasks]
+        train = shapes.make_dataset(8, image_size=32, batch_size=4, seed=seed, shuffle=True,
+                                    repeat=True, drop_remainder=True, tasks=names)
+        val = shapes.make_dataset(4, image_size=32, batch_size=4, seed=99, tasks=names)
+        return lb.LeaderboardData(tasks=tasks, train=train, validation=val, name="tiny")
+    return factory
+
+
+def test_sweep_records_failures_appends_rows_and_resumes_without_training(tmp_path, monkeypatch):
+    path = str(tmp_path / "sweep.jsonl")
+    methods = ["equal", Method(label="broken", weighting=BrokenWeighting())]
+    lines = []
+    board = lb.run_leaderboard(_tiny_factory(), methods, seeds=[0], steps=2, results_path=path,
+                               trunk="micro_resnet", progress=lines.append)
+    rows = lb.read_results(path)
+    assert [(r["kind"], r["label"], r["status"]) for r in rows] == [
+        ("single", "label", "ok"), ("single", "mask", "ok"), ("multi", "equal", "ok"),
+        ("multi", "broken", "failed")]
+    assert "broken on purpose" in rows[-1]["error"]
+    assert len(lines) == 4 and "FAILED" in lines[-1] and "delta-m" in lines[2]
+    equal = board.summary("equal")
+    assert equal.seeds == [0] and math.isfinite(equal.time_ratio)
+    assert set(rows[2]["metrics"]) == {"label", "mask"}
+    table = board.markdown()
+
+    trained = []
+
+    def no_training(*args, **kwargs):
+        trained.append(args[-1])
+        raise RuntimeError("a finished run was trained again")
+
+    monkeypatch.setattr(lb, "_train_one", no_training)
+    again = lb.run_leaderboard(_tiny_factory(), methods, seeds=[0], steps=2, results_path=path,
+                               trunk="micro_resnet", progress=None)
+    assert trained == [] and again.markdown() == table
+    assert len(lb.read_results(path)) == 4
+    # Another budget is another sweep: nothing of the file is reused.
+    lb.run_leaderboard(_tiny_factory(), ["equal"], seeds=[0], steps=3, results_path=path,
+                       trunk="micro_resnet", progress=None)
+    assert trained == ["single_label", "single_mask", "multi_equal"]
+
+
+def test_bad_input_is_refused_before_any_training(tmp_path):
+    path = str(tmp_path / "x.jsonl")
+    with pytest.raises(ValueError, match="seeds is empty"):
+        lb.run_leaderboard(_tiny_factory(), ["equal"], seeds=[], steps=1, results_path=path)
+    with pytest.raises(ValueError, match="methods is empty"):
+        lb.run_leaderboard(_tiny_factory(), [], seeds=[0], steps=1, results_path=path)
+    with pytest.raises(ValueError, match="repeated.*equal"):
+        lb.run_leaderboard(_tiny_factory(), ["equal", "equal"], seeds=[0], steps=1,
+                           results_path=path)
+    with pytest.raises(ValueError, match="same_compute.*famo"):
+        lb.run_leaderboard(_tiny_factory(), ["equal"], seeds=[0], steps=1, results_path=path,
+                           same_compute=["famo"])
+    with pytest.raises(ValueError, match="Method 'bogus'"):
+        lb.run_leaderboard(_tiny_factory(), ["equal", "bogus"], seeds=[0], steps=1,
+                           results_path=path)
+
+    def extra_task(seed):
+        data = _tiny_factory()(seed)
+        data.tasks = [t for t in data.tasks if t.name != "mask"]  # the data still has "mask"
+        return data
+
+    with pytest.raises(ValueError, match=r"\['mask'\] that the model lacks"):
+        lb.run_leaderboard(extra_task, ["equal"], seeds=[0], steps=1, results_path=path)
+
+    def untrained_task(seed):
+        data = _tiny_factory()(seed)
+        data.train = data.train.map(lambda images, targets: (images, {"label": targets["label"]}))
+        return data
+
+    with pytest.raises(ValueError, match=r"\['mask'\] have no targets in the training data"):
+        lb.run_leaderboard(untrained_task, ["equal"], seeds=[0], steps=1, results_path=path)
+    with pytest.raises(ValueError, match="LeaderboardData"):
+        lb.run_leaderboard(lambda seed: (1, 2), ["equal"], seeds=[0], steps=1, results_path=path)
+    assert not os.path.exists(path)
+
+
+def test_same_seed_gives_the_same_batches():
+    first = next(iter(_tiny_factory()(3).train))
+    second = next(iter(_tiny_factory()(3).train))
+    assert bool(tf.reduce_all(first[0] == second[0]))
+
+
+def test_cli_compare_errors(capsys, tmp_path):
+    assert cli.main(["compare", "--data", "no_such_module_xyz:make",
+                     "--results", str(tmp_path / "r.jsonl")]) == 1
+    assert "cannot import 'no_such_module_xyz'" in capsys.readouterr().err
+    assert cli.main(["compare", "--results", str(tmp_path / "none.jsonl"), "--report-only"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["compare", "--methods", "bogus", "--results",
+                     str(tmp_path / "r.jsonl")]) == 1
+    assert "Method 'bogus'" in capsys.readouterr().err
