@@ -24,10 +24,10 @@ DEFAULT_DATA_DIR = os.path.join(HERE, "..", "..", "shared", "data", "PennFudanPe
 # Screening order: the usual defaults first, then loss-based, then gradient methods on the
 # shared features (one trunk backward pass), then parameter-gradient methods (T passes).
 SCREEN_METHODS = [
-    "equal", "static:person=8", "uncertainty", "famo", "log_losses", "dwa", "rlw", "gls", "stch",
-    "imtl:rep_grad", "mgda:rep_grad", "aligned_mtl:rep_grad", "graddrop:rep_grad", "db_mtl",
-    "nash_mtl", "upgrad", "cagrad", "pcgrad", "gradvac", "gradnorm", "equal@mtan",
-    "uncertainty@mtan",
+    "equal", "static:person=8", "auto", "uncertainty", "famo", "imtl:rep_grad", "log_losses",
+    "db_mtl", "mgda:rep_grad", "aligned_mtl:rep_grad", "dwa", "rlw", "gls", "stch",
+    "graddrop:rep_grad", "nash_mtl", "upgrad", "cagrad", "pcgrad", "gradvac", "gradnorm",
+    "calibrated:rep_grad=false", "equal@mtan", "auto@mtan",
 ]
 STAGES = {
     "screen": dict(image_size=96, batch_size=16, steps=400, seeds=[0, 1, 2],

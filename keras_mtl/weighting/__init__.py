@@ -26,6 +26,7 @@ from keras_mtl.weighting.weighting import GradientWeighting, LossWeighting, Weig
 # Gradient-based weightings.
 from keras_mtl.weighting.aligned_mtl import AlignedMTL
 from keras_mtl.weighting.cagrad import CAGrad
+from keras_mtl.weighting.calibrated import AutoWeighting, CalibratedGradientBalancing
 from keras_mtl.weighting.db_mtl import DualBalancing
 from keras_mtl.weighting.graddrop import GradDrop
 from keras_mtl.weighting.gradnorm import GradNorm
@@ -58,6 +59,8 @@ WEIGHTINGS.register("cagrad")(CAGrad)
 WEIGHTINGS.register("nash_mtl")(NashMTL)
 WEIGHTINGS.register("aligned_mtl")(AlignedMTL)
 WEIGHTINGS.register("upgrad")(UPGrad)
+WEIGHTINGS.register("calibrated")(CalibratedGradientBalancing)
+WEIGHTINGS.register("auto")(AutoWeighting)
 
 
 def names():
@@ -78,6 +81,6 @@ __all__ = [
     "DynamicWeightAverage", "FastAdaptiveMultitaskOptimization", "GeometricLossStrategy",
     "LogLossWeighting", "RandomLossWeighting", "SmoothTchebycheff",
     "DualBalancing",
-    "AlignedMTL", "CAGrad", "GradDrop", "GradNorm", "GradVac", "IMTL", "MGDA", "NashMTL",
+    "AlignedMTL", "AutoWeighting", "CAGrad", "CalibratedGradientBalancing", "GradDrop", "GradNorm", "GradVac", "IMTL", "MGDA", "NashMTL",
     "PCGrad", "UPGrad",
 ]
