@@ -5,7 +5,7 @@ from keras_mtl.model import MultiTaskModel
 
 
 def build_mtl(tasks, trunk="resnet50", weights="imagenet", input_shape=(224, 224, 3),
-              weighting="equal", trainable_trunk=True, name="multi_task_model",
+              weighting="auto", trainable_trunk=True, name="multi_task_model",
               architecture="hps"):
     """Builds a multi-task model: a trunk, one head per task, wired by `architecture`.
 
@@ -16,7 +16,10 @@ def build_mtl(tasks, trunk="resnet50", weights="imagenet", input_shape=(224, 224
         weights: `"imagenet"`, `None` or a weights file path for the trunk.
         input_shape: `(H, W, 3)`, H and W multiples of 32.
         weighting: a weighting name, a `{task: weight}` dict, or a
-            `keras_mtl.weighting.Weighting`.
+            `keras_mtl.weighting.Weighting`. The default `"auto"` balances
+            the tasks' gradient norms at the shared features, measured over
+            the first 100 steps (`keras_mtl.weighting.AutoWeighting`); the
+            README's leaderboard says why.
         trainable_trunk: `False` freezes the trunk (BatchNorm in inference).
         name: model name.
         architecture: how trunk and heads are wired, a name of

@@ -33,7 +33,7 @@ QUANTIZATIONS = ("none", "dynamic", "int8")
 # The shapes recipe's defaults (recipes/shapes.py).
 TRAIN_DEFAULTS = dict(
     data="shapes", trunk="tiny_resnet", weights=None, image_size=64, batch_size=32, epochs=12,
-    steps=150, train_size=9600, val_size=512, weighting="uncertainty", learning_rate=2e-3,
+    steps=150, train_size=9600, val_size=512, weighting="auto", learning_rate=2e-3,
     weight_decay=1e-4, seed=0, output_dir="runs/shapes",
 )
 QUICK = dict(epochs=2, steps=3, image_size=32, train_size=64, val_size=32, batch_size=8,

@@ -28,7 +28,7 @@ import time
 
 DEFAULTS = dict(
     trunk="resnet18", weights=None, image_size=160, batch_size=32, epochs=20, steps=100,
-    weighting="uncertainty", learning_rate=1e-3, weight_decay=1e-4,
+    weighting="auto", learning_rate=1e-3, weight_decay=1e-4,
 )
 
 

@@ -8,10 +8,12 @@ One model, three tasks, trained from scratch on 136 photos, validated on 34
 - `campus`: which campus the photo is from, Fudan or Penn (from the file name).
 
 The defaults: the `small_resnet` trunk (3.6M parameters) at 192 px, 1600
-steps of 16 images, AdamW with a cosine decay, and static loss weights
-`person=8` (with equal weights the detection loss, about 5x the mask loss,
-drives the shared trunk and the person masks lose most; `--weighting NAME`
-or `--task-weights TASK=W ...` choose otherwise).
+steps of 16 images, AdamW with a cosine decay, and the `"auto"` weighting:
+each task's gradient at the shared features is scaled by the inverse of its
+norm over the first 100 steps (with equal weights the detection gradient,
+7-9x the mask gradient there, drives the shared trunk and the person masks
+lose most; this used to be fixed by a hand-set `person=8`). `--weighting
+NAME` or `--task-weights TASK=W ...` choose otherwise.
 
     python recipes/pennfudan.py --data-dir ../shared/data/PennFudanPed             # default run
     python recipes/pennfudan.py --data-dir ../shared/data/PennFudanPed --baselines # + single-task
@@ -36,12 +38,9 @@ import time
 DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "PennFudanPed")
 DEFAULTS = dict(
     trunk="small_resnet", weights=None, image_size=192, batch_size=16, epochs=40, steps=40,
-    weighting=None, learning_rate=2e-3, weight_decay=1e-4, scale_low=0.7, scale_high=1.4,
+    weighting="auto", learning_rate=2e-3, weight_decay=1e-4, scale_low=0.7, scale_high=1.4,
     dice_weight=0.0,
 )
-# Without weights the detection loss (~5x the mask loss) drives the shared trunk and the
-# person masks suffer (negative transfer); see the README's Penn-Fudan table.
-DEFAULT_TASK_WEIGHTS = {"campus": 1.0, "pedestrians": 1.0, "person": 8.0}
 GOALS = {"person_iou": 0.65, "map50": 0.70, "minutes": 30.0, "time_ratio": 0.5}
 
 
@@ -59,9 +58,9 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    parser.add_argument("--weighting", default=DEFAULTS["weighting"],
-                        help="task weighting name (keras_mtl.weighting.names()); default: "
-                             f"static weights {DEFAULT_TASK_WEIGHTS}")
+    parser.add_argument("--weighting", default=None,
+                        help="task weighting name (keras_mtl.weighting.names()); default "
+                             f"{DEFAULTS['weighting']}")
     parser.add_argument("--task-weights", nargs="+", metavar="TASK=WEIGHT",
                         help="static loss weights, e.g. person=4 (tasks not named get 1)")
     parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
@@ -89,7 +88,7 @@ def parse_args(argv=None):
     if args.task_weights:
         args.weighting = parse_task_weights(args.task_weights, parser)
     elif not args.weighting:
-        args.weighting = dict(DEFAULT_TASK_WEIGHTS)
+        args.weighting = DEFAULTS["weighting"]
     if args.image_size % 32:
         parser.error(f"--image-size must be a multiple of 32, got {args.image_size}")
     return args

@@ -18,7 +18,7 @@ import time
 
 DEFAULTS = dict(
     trunk="tiny_resnet", weights=None, image_size=64, batch_size=32, epochs=12,
-    steps=150, train_size=9600, val_size=512, weighting="uncertainty", learning_rate=2e-3,
+    steps=150, train_size=9600, val_size=512, weighting="auto", learning_rate=2e-3,
 )
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl.evaluation.delta_m import delta_m_per_task
+from keras_mtl.evaluation.efficiency import count_params
 
 
 # --- evaluation --------------------------------------------------------------------------
@@ -288,7 +289,7 @@ def train_and_evaluate(model, train_data, validation_data, epochs=1, steps_per_e
     metrics = ({} if validation_data is None
                else evaluate_tasks(model, validation_data, class_names=class_names))
     return RunResult(name=name or model.name, model=model, metrics=metrics,
-                     params=model.count_params(), train_seconds=timer.seconds, steps=total_steps,
+                     params=count_params(model), train_seconds=timer.seconds, steps=total_steps,
                      batch_size=_batch_size(train_data), history=dict(history.history))
 
 

@@ -31,8 +31,16 @@ import tensorflow as tf
 
 
 def count_params(model):
-    """Number of parameters (trainable and not) of a built model."""
-    return int(model.count_params())
+    """Number of parameters (trainable and not) of a built model.
+
+    The state of a `MultiTaskModel`'s weighting (task weights, running
+    statistics, DB-MTL's gradient average) is training state, not part of
+    the network that serves predictions, and is not counted.
+    """
+    weighting = getattr(model, "weighting", None)
+    state = 0 if weighting is None else sum(
+        int(np.prod(variable.shape)) for variable in weighting.variables)
+    return int(model.count_params()) - state
 
 
 def _image_shape(model, input_shape):

@@ -273,10 +273,35 @@ class Leaderboard:
         return sorted(out, key=lambda s: -s.delta_m_mean if math.isfinite(s.delta_m_mean)
                       else math.inf)
 
-    def markdown(self):
-        """The leaderboard as a Markdown table (one row per method, baselines last)."""
+    def paired_difference(self, label, reference):
+        """`(mean, low, high, n)` of the per-seed delta-m of `label` minus `reference`.
+
+        Both methods are scored against the same seed's baselines on the same
+        batches, so the seed-to-seed noise that both share (a lucky split, an
+        easy validation fold) cancels: a paired interval is much narrower
+        than the two methods' own intervals. Seeds where either lacks a
+        finite delta-m are left out.
+        """
+        ours = dict(zip(self.summary(label).seeds, self.summary(label).delta_m))
+        theirs = dict(zip(self.summary(reference).seeds, self.summary(reference).delta_m))
+        differences = [ours[s] - theirs[s] for s in ours if s in theirs
+                       and math.isfinite(ours[s]) and math.isfinite(theirs[s])]
+        mean, low, high = mean_confidence_interval(differences, self.confidence)
+        return mean, low, high, len(differences)
+
+    def markdown(self, reference=None):
+        """The leaderboard as a Markdown table (one row per method, baselines last).
+
+        Args:
+            reference: a method label for the paired "vs" column (the
+                per-seed difference of delta-m, mean and interval); default
+                `"equal"` when it is among the methods.
+        """
         tasks = self.tasks
+        if reference is None and "equal" in self.labels:
+            reference = "equal"
         header = (["rank", "method", f"delta-m % (mean, {self.confidence:.0%} CI)"]
+                  + ([f"vs `{reference}` (paired)"] if reference else [])
                   + [f"{t} vs single" for t in tasks]
                   + [f"{t} {'/'.join(self.delta_metrics[t])}" for t in tasks]
                   + ["time ratio", "seeds"])
@@ -287,6 +312,8 @@ class Leaderboard:
             else:
                 delta = _pct(s.delta_m_mean)
             cells = [str(rank), f"`{s.label}`", delta]
+            if reference:
+                cells.append(self._paired_cell(s.label, reference))
             cells += [_pct(s.per_task_delta.get(t, math.nan)) for t in tasks]
             cells += [_metric_cell(s.metrics.get(t, {}), self.delta_metrics[t]) for t in tasks]
             finite = sum(1 for d in s.delta_m if math.isfinite(d))
@@ -295,11 +322,21 @@ class Leaderboard:
             cells += [_num(s.time_ratio, "{:.2f}x"), seeds]
             lines.append("| " + " | ".join(cells) + " |")
         base = self.baseline_summary()
-        cells = ["", "single-task baselines", "0 (reference)"] + [""] * len(tasks)
+        cells = (["", "single-task baselines", "0 (reference)"] + ([""] if reference else [])
+                 + [""] * len(tasks))
         cells += [_metric_cell(base.get(t, {}), self.delta_metrics[t]) for t in tasks]
         cells += ["1.00x", str(len(self.baselines()))]
         lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+    def _paired_cell(self, label, reference):
+        plain = label.replace(" [same compute]", "")
+        if plain == reference or plain != label:
+            return ""
+        mean, low, high, count = self.paired_difference(label, reference)
+        if not math.isfinite(low):
+            return _pct(mean)
+        return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
 
     def to_dict(self):
         """A JSON-able summary."""

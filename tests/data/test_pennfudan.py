@@ -138,7 +138,7 @@ def test_recipe_task_weights_become_static_weights(capsys):
     recipe = _recipe()
     args = recipe.parse_args(["--task-weights", "person=4", "campus=0.5"])
     assert args.weighting == {"campus": 0.5, "pedestrians": 1.0, "person": 4.0}
-    assert recipe.parse_args([]).weighting == recipe.DEFAULT_TASK_WEIGHTS
+    assert recipe.parse_args([]).weighting == "auto"  # no hand-set weights by default
     assert recipe.parse_args(["--weighting", "famo"]).weighting == "famo"
     with pytest.raises(SystemExit):
         recipe.parse_args(["--task-weights", "boxes=2"])

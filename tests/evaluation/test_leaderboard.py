@@ -249,3 +249,20 @@ def test_cli_compare_errors(capsys, tmp_path):
     assert cli.main(["compare", "--methods", "bogus", "--results",
                      str(tmp_path / "r.jsonl")]) == 1
     assert "Method 'bogus'" in capsys.readouterr().err
+
+
+def test_paired_difference_against_a_reference_method():
+    rows = _hand_rows()
+    for seed, a in zip((0, 1, 2), (0.50, 0.51, 0.50)):  # delta-m 0, 1, 0
+        rows.append(_row("multi", "equal", seed, {"a": {"accuracy": a}, "b": {"miou": 0.5}}))
+    board = lb.Leaderboard(rows=rows, tasks=["a", "b"],
+                           delta_metrics={"a": ("accuracy",), "b": ("miou",)}, seeds=[0, 1, 2],
+                           labels=["up", "down", "equal"], steps=5)
+    # Differences 1, 1, 3: mean 5/3, s = sqrt(4/3), half width 4.302653 * s / sqrt(3).
+    mean, low, high, count = board.paired_difference("up", "equal")
+    assert count == 3 and mean == pytest.approx(5.0 / 3.0)
+    assert high - mean == pytest.approx(4.302653 * math.sqrt(4.0 / 3.0) / math.sqrt(3.0), abs=1e-5)
+    table = board.markdown()
+    assert "vs `equal` (paired)" in table
+    assert f"| `up` | +2.00 [-0.48, +4.48] | +1.67 [{low:+.2f}, {high:+.2f}] |" in table
+    assert board.paired_difference("down", "equal")[3] == 1  # one seed in common
