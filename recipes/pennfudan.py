@@ -11,7 +11,7 @@ The defaults: the `small_resnet` trunk (3.6M parameters) at 192 px, 1600
 steps of 16 images, AdamW with a cosine decay, and the `"auto"` weighting:
 each task's gradient at the shared features is scaled by the inverse of its
 norm over the first 100 steps (with equal weights the detection gradient,
-7-9x the mask gradient there, drives the shared trunk and the person masks
+6-9x the mask gradient there, drives the shared trunk and the person masks
 lose most; this used to be fixed by a hand-set `person=8`). `--weighting
 NAME` or `--task-weights TASK=W ...` choose otherwise.
 

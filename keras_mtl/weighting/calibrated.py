@@ -13,7 +13,7 @@ class CalibratedGradientBalancing(GradientWeighting):
 
     Why: how hard a task pulls on the shared trunk is the size of its
     gradient there, not the size of its loss. On Penn-Fudan (`small_resnet`,
-    96 px) the person-mask task's gradient at the shared features is 7-9x
+    96 px) the person-mask task's gradient at the shared features is 6-9x
     smaller than the pedestrian-detection task's at step 0, 100 and 250 (its
     per-pixel cross-entropy is averaged over every pixel), so with equal
     weights the trunk learns boxes and the masks lose most; hand-set weights
