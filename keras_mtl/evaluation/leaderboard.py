@@ -45,6 +45,7 @@ import traceback
 
 import keras
 
+from keras_mtl.builders import build_mtl, build_single_task
 from keras_mtl.evaluation.compare import (DEFAULT_DELTA_METRICS, _fresh, _kind, select_tasks,
                                           train_and_evaluate)
 from keras_mtl.evaluation.confidence import mean_confidence_interval, standard_deviation
@@ -268,8 +269,8 @@ class Leaderboard:
         out = [self.summary(label) for label in self.labels]
         out += [dataclasses.replace(self.summary(label, SAME_COMPUTE),
                                     label=f"{label} [same compute]")
-                for label in self.labels if self._ok(SAME_COMPUTE, label)
-                or any(r["kind"] == SAME_COMPUTE and r["label"] == label for r in self.rows)]
+                for label in self.labels
+                if any(r["kind"] == SAME_COMPUTE and r["label"] == label for r in self.rows)]
         return sorted(out, key=lambda s: -s.delta_m_mean if math.isfinite(s.delta_m_mean)
                       else math.inf)
 
@@ -483,7 +484,6 @@ def run_leaderboard(data_factory, methods, seeds, steps, results_path, trunk="sm
             keras.utils.set_random_seed(seed)
             if kind == SINGLE:
                 task = next(t for t in data.tasks if t.name == label)
-                from keras_mtl.builders import build_single_task
 
                 def build(task=task):
                     return build_single_task(_fresh(task), trunk=trunk, weights=weights,
@@ -492,7 +492,6 @@ def run_leaderboard(data_factory, methods, seeds, steps, results_path, trunk="sm
                                      select_tasks(data.validation, [label]))
             else:
                 method = by_label[label]
-                from keras_mtl.builders import build_mtl
 
                 def build(data=data, method=method):
                     return build_mtl([_fresh(t) for t in data.tasks], trunk=trunk,
