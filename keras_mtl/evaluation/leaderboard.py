@@ -307,7 +307,9 @@ class Leaderboard:
                   + [f"{t} {'/'.join(self.delta_metrics[t])}" for t in tasks]
                   + ["time ratio", "seeds"])
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for rank, s in enumerate(self.summaries(), 1):
+        shown = [s for s in self.summaries() if s.seeds or s.failed]
+        waiting = [s.label for s in self.summaries() if not (s.seeds or s.failed)]
+        for rank, s in enumerate(shown, 1):
             if math.isfinite(s.delta_m_low):
                 delta = f"{s.delta_m_mean:+.2f} [{s.delta_m_low:+.2f}, {s.delta_m_high:+.2f}]"
             else:
@@ -328,6 +330,10 @@ class Leaderboard:
         cells += [_metric_cell(base.get(t, {}), self.delta_metrics[t]) for t in tasks]
         cells += ["1.00x", str(len(self.baselines()))]
         lines.append("| " + " | ".join(cells) + " |")
+        if waiting:
+            lines.append("")
+            lines.append("Not run yet (or their seeds' baselines are missing): "
+                         + ", ".join(f"`{label}`" for label in waiting) + ".")
         return "\n".join(lines)
 
     def _paired_cell(self, label, reference):
