@@ -283,8 +283,8 @@ class Leaderboard:
         than the two methods' own intervals. Seeds where either lacks a
         finite delta-m are left out.
         """
-        ours = dict(zip(self.summary(label).seeds, self.summary(label).delta_m))
-        theirs = dict(zip(self.summary(reference).seeds, self.summary(reference).delta_m))
+        mine, other = self.summary(label), self.summary(reference)
+        ours, theirs = dict(zip(mine.seeds, mine.delta_m)), dict(zip(other.seeds, other.delta_m))
         differences = [ours[s] - theirs[s] for s in ours if s in theirs
                        and math.isfinite(ours[s]) and math.isfinite(theirs[s])]
         mean, low, high = mean_confidence_interval(differences, self.confidence)
@@ -307,8 +307,9 @@ class Leaderboard:
                   + [f"{t} {'/'.join(self.delta_metrics[t])}" for t in tasks]
                   + ["time ratio", "seeds"])
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        shown = [s for s in self.summaries() if s.seeds or s.failed]
-        waiting = [s.label for s in self.summaries() if not (s.seeds or s.failed)]
+        summaries = self.summaries()
+        shown = [s for s in summaries if s.seeds or s.failed]
+        waiting = [s.label for s in summaries if not (s.seeds or s.failed)]
         for rank, s in enumerate(shown, 1):
             if math.isfinite(s.delta_m_low):
                 delta = f"{s.delta_m_mean:+.2f} [{s.delta_m_low:+.2f}, {s.delta_m_high:+.2f}]"
