@@ -17,7 +17,10 @@ from keras_mtl.weighting.dwa import DynamicWeightAverage
 from keras_mtl.weighting.equal import EqualWeighting
 from keras_mtl.weighting.famo import FastAdaptiveMultitaskOptimization
 from keras_mtl.weighting.gls import GeometricLossStrategy
+from keras_mtl.weighting.go4align import GO4Align
+from keras_mtl.weighting.imtl_l import IMTLL
 from keras_mtl.weighting.log_losses import LogLossWeighting
+from keras_mtl.weighting.pbi import PenaltyBoundaryIntersection
 from keras_mtl.weighting.rlw import RandomLossWeighting
 from keras_mtl.weighting.static import StaticWeighting
 from keras_mtl.weighting.stch import SmoothTchebycheff
@@ -27,14 +30,22 @@ from keras_mtl.weighting.weighting import GradientWeighting, LossWeighting, Weig
 from keras_mtl.weighting.aligned_mtl import AlignedMTL
 from keras_mtl.weighting.cagrad import CAGrad
 from keras_mtl.weighting.calibrated import AutoWeighting, CalibratedGradientBalancing
+from keras_mtl.weighting.conflict_free import ConFIG
+from keras_mtl.weighting.cr_mogm import CRMOGM
 from keras_mtl.weighting.db_mtl import DualBalancing
+from keras_mtl.weighting.dual_proj import DualProj
+from keras_mtl.weighting.excess_mtl import ExcessMTL
+from keras_mtl.weighting.fairgrad import FairGrad
 from keras_mtl.weighting.graddrop import GradDrop
 from keras_mtl.weighting.gradnorm import GradNorm
 from keras_mtl.weighting.gradvac import GradVac
 from keras_mtl.weighting.imtl import IMTL
+from keras_mtl.weighting.krum import Krum
 from keras_mtl.weighting.mgda import MGDA
+from keras_mtl.weighting.moco import MoCo
 from keras_mtl.weighting.nash_mtl import NashMTL
 from keras_mtl.weighting.pcgrad import PCGrad
+from keras_mtl.weighting.trimmed_mean import TrimmedMean
 from keras_mtl.weighting.upgrad import UPGrad
 
 WEIGHTINGS = Registry("weighting", base=Weighting)
@@ -47,6 +58,9 @@ WEIGHTINGS.register("gls")(GeometricLossStrategy)
 WEIGHTINGS.register("famo")(FastAdaptiveMultitaskOptimization)
 WEIGHTINGS.register("log_losses")(LogLossWeighting)
 WEIGHTINGS.register("stch")(SmoothTchebycheff)
+WEIGHTINGS.register("imtl_l")(IMTLL)
+WEIGHTINGS.register("pbi")(PenaltyBoundaryIntersection)
+WEIGHTINGS.register("go4align")(GO4Align)
 
 WEIGHTINGS.register("db_mtl")(DualBalancing)
 WEIGHTINGS.register("gradnorm")(GradNorm)
@@ -61,6 +75,14 @@ WEIGHTINGS.register("aligned_mtl")(AlignedMTL)
 WEIGHTINGS.register("upgrad")(UPGrad)
 WEIGHTINGS.register("calibrated")(CalibratedGradientBalancing)
 WEIGHTINGS.register("auto")(AutoWeighting)
+WEIGHTINGS.register("config")(ConFIG)
+WEIGHTINGS.register("dualproj")(DualProj)
+WEIGHTINGS.register("fairgrad")(FairGrad)
+WEIGHTINGS.register("krum")(Krum)
+WEIGHTINGS.register("trimmed_mean")(TrimmedMean)
+WEIGHTINGS.register("moco")(MoCo)
+WEIGHTINGS.register("cr_mogm")(CRMOGM)
+WEIGHTINGS.register("excess_mtl")(ExcessMTL)
 
 
 def names():
@@ -80,7 +102,9 @@ __all__ = [
     "UncertaintyWeighting", "WEIGHTINGS", "Weighting", "get", "names",
     "DynamicWeightAverage", "FastAdaptiveMultitaskOptimization", "GeometricLossStrategy",
     "LogLossWeighting", "RandomLossWeighting", "SmoothTchebycheff",
+    "GO4Align", "IMTLL", "PenaltyBoundaryIntersection",
     "DualBalancing",
     "AlignedMTL", "AutoWeighting", "CAGrad", "CalibratedGradientBalancing", "GradDrop", "GradNorm", "GradVac", "IMTL", "MGDA", "NashMTL",
     "PCGrad", "UPGrad",
+    "ConFIG", "CRMOGM", "DualProj", "ExcessMTL", "FairGrad", "Krum", "MoCo", "TrimmedMean",
 ]

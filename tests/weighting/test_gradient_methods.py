@@ -81,6 +81,8 @@ def test_single_task_gives_its_own_gradient(name):
         "cagrad": (1 + 0.5) / (1 + 0.5**2),  # g0 + c ||g0|| g / ||g||, rescaled by 1 + c^2
         "nash_mtl": 1.0 / 3.0,  # a = 1 / ||g||: the unit gradient
         "db_mtl": 0.1,  # the moving average after one step: (1 - 0.9) g
+        "fairgrad": 1.0 / 3.0,  # alpha = 1: w = 1 / ||g||, the unit gradient
+        "moco": 0.5 / 3.0,  # y = beta_1 L g / ||g|| with beta_1 = 0.5, L = 1
     }.get(name, 1.0)
     np.testing.assert_allclose(direction, scale * grad[0], rtol=1e-4, atol=1e-5)
     assert np.all(np.isfinite(weights_of(weighting)))
@@ -99,6 +101,14 @@ def test_orthogonal_gradients(name):
         "aligned_mtl": [1.0, 1.0],  # B = diag(1, 1/2): unit-norm, orthogonal
         "upgrad": [0.5, 1.0],  # no conflict: the mean
         "cagrad": cagrad_reference(ORTHOGONAL),
+        "config": [1.5, 1.5],  # v = (1, 1): projections 1/sqrt 2 and 2/sqrt 2 along (1, 1)/sqrt 2
+        "dualproj": [0.5, 1.0],  # no conflict: the mean
+        "fairgrad": [1.0, 1.0],  # w_t = 1 / ||g_t||
+        "krum": [1.0, 0.0],  # two tasks: equal scores, the first is kept
+        "trimmed_mean": [0.5, 1.0],  # two tasks: nothing to trim, the mean
+        "moco": [0.25, 0.25],  # y = (1/2) g / ||g|| (L = 1), lambda stays uniform
+        "cr_mogm": [0.9 * 0.5 + 0.1 * 0.8, (0.9 * 0.5 + 0.1 * 0.2) * 2.0],  # EMA of (1/2, 1/2)
+        "excess_mtl": [1.0, 2.0],  # the baseline step: weights 1
     }
     direction = aggregate(make(name), ORTHOGONAL)
     assert np.all(np.isfinite(direction))

@@ -11,7 +11,7 @@ import keras_mtl
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.tasks import Classification, Segmentation
 
-LOSS_METHODS = ["dwa", "rlw", "gls", "famo", "log_losses", "stch"]
+LOSS_METHODS = ["dwa", "rlw", "gls", "famo", "log_losses", "stch", "imtl_l", "pbi", "go4align"]
 # Small warm-ups so a short run reaches every phase.
 FAST = {"stch": {"warmup_epochs": 0}, "dwa": {"steps_per_epoch": 1}}
 
