@@ -39,11 +39,12 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl.data.splits import SPLITS, split_names  # noqa: F401 (public here too)
+
 CAMPUS_NAMES = ("FudanPed", "PennPed")
 CLASS_NAMES = ("person",)  # detection classes
 MASK_CLASS_NAMES = ("background", "person")  # segmentation classes
 TASK_NAMES = {"classification": "campus", "detection": "pedestrians", "segmentation": "person"}
-SPLITS = ("train", "val", "all")
 
 _BOX_LINE = re.compile(
     r"Bounding box for object (\d+)[^:]*:\s*\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)\s*-\s*"
@@ -106,26 +107,6 @@ def list_names(data_dir):
     if not names:
         raise FileNotFoundError(f"No PNG images in {image_dir!r}.")
     return names
-
-
-def split_names(names, split, val_every=5, fold=0):
-    """The names of one split: `"val"` is every `val_every`-th sorted name.
-
-    Names at sorted positions `val_every - 1 - fold, 2 * val_every - 1 -
-    fold, ...` are validation, the rest training; `"all"` keeps every name.
-    Folds `0 .. val_every - 1` are the `val_every` folds of a
-    cross-validation (each name is validation in exactly one); fold 0 is
-    the default split.
-    """
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; use one of {SPLITS}.")
-    if not 0 <= fold < val_every:
-        raise ValueError(f"fold must be in [0, {val_every}) for val_every={val_every}, got {fold}.")
-    names = sorted(names)
-    if split == "all":
-        return names
-    is_val = [(index + 1 + fold) % val_every == 0 for index in range(len(names))]
-    return [n for n, v in zip(names, is_val) if v == (split == "val")]
 
 
 def campus_label(name):
