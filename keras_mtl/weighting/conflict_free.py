@@ -67,10 +67,12 @@ class ConFIG(GradientWeighting):
         usable = present * ops.cast(norms > 0.0, "float32")  # (T,)
         inverse_norms = usable / ops.where(norms > 0.0, norms, 1.0)  # (T,)
         unit_gram = gram * inverse_norms[:, None] * inverse_norms[None, :]  # (T, T) u_t . u_s
-        coefficients = pseudo_inverse_apply(unit_gram, usable, self.rcond) * usable  # (T,) v = U^T c
-        target_norm = ops.sqrt(ops.maximum(ops.sum(coefficients * ops.matmul(unit_gram, coefficients)),
-                                           0.0))  # () ||v||
-        unit_weights = coefficients * inverse_norms / ops.maximum(target_norm, 1e-30)  # v_hat = J^T .
+        # v = pinv(U) 1 = U^T c with c = pinv(U U^T) 1.
+        coefficients = pseudo_inverse_apply(unit_gram, usable, self.rcond) * usable  # (T,) c
+        squared_norm = ops.sum(coefficients * ops.matmul(unit_gram, coefficients))  # () ||v||^2
+        target_norm = ops.sqrt(ops.maximum(squared_norm, 0.0))  # () ||v||
+        # v_hat = J^T (c / (||g|| ||v||)): its weights on the raw gradients.
+        unit_weights = coefficients * inverse_norms / ops.maximum(target_norm, 1e-30)  # (T,)
         length = ops.sum(ops.matmul(gram, unit_weights))  # () sum_t g_t . v_hat
         weights = length * unit_weights * ops.cast(target_norm > 0.0, "float32")  # (T,)
         return solvers.combine(weights, grads), weights

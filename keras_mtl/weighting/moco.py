@@ -77,7 +77,8 @@ class MoCo(GradientWeighting):
         self.moving_gradients = None
 
     def build_state(self, num_tasks):
-        self.step_count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="step")
+        self.step_count = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                          name="step")
         self.task_weights_state = self.add_weight(
             shape=(num_tasks,), trainable=False, name="lambda",
             initializer=lambda shape, dtype: ops.full(shape, 1.0 / num_tasks, dtype))

@@ -73,8 +73,8 @@ class PenaltyBoundaryIntersection(LossWeighting):
         names = [task.name for task in tasks]
         for label, mapping in (("preferences", self.preferences), ("reference", self.reference)):
             if mapping is not None and sorted(mapping) != sorted(names):
-                raise ValueError(f"PBI {label} must name every task exactly: got {sorted(mapping)}, "
-                                 f"the tasks are {names}.")
+                raise ValueError(f"PBI {label} must name every task exactly: got "
+                                 f"{sorted(mapping)}, the tasks are {names}.")
         super().set_tasks(tasks)
 
     def _per_task(self, mapping, default):

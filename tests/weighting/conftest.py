@@ -21,12 +21,16 @@ def make(name, num_tasks=2, **kwargs):
     return weighting
 
 
-def aggregate(weighting, grads, losses=None, present=None):
-    """`weighting.aggregate` on NumPy inputs (losses and presence default to ones)."""
+def aggregate(weighting, grads, losses=None, present=None, graph=False):
+    """`weighting.aggregate` on NumPy inputs (losses and presence default to ones).
+
+    `graph=True` runs it as a `tf.function` (solvers with `fori_loop`s are
+    slow when eager)."""
     grads = np.asarray(grads, "float32")
     losses = np.ones(len(grads), "float32") if losses is None else np.asarray(losses, "float32")
     present = np.ones(len(grads), "float32") if present is None else np.asarray(present, "float32")
-    return ops.convert_to_numpy(weighting.aggregate(grads, losses, present))
+    step = tf.function(weighting.aggregate) if graph else weighting.aggregate
+    return ops.convert_to_numpy(step(grads, losses, present))
 
 
 def weights_of(weighting):
@@ -38,20 +42,22 @@ def state_of(weighting):
     return {v.path: ops.convert_to_numpy(v).copy() for v in weighting.variables}
 
 
-def assert_compiled_steps_match_eager(name, steps, num_tasks, **kwargs):
-    """A few `aggregate` steps under `jit_compile=True` equal the same steps run eagerly.
+def assert_compiled_steps_match_eager(name, steps, num_tasks, graph=False, **kwargs):
+    """A few `aggregate` steps under `jit_compile=True` equal the same steps without XLA.
 
     `steps` is a list of `(grads, losses, present)`; the weighting's state
-    carries over from step to step in both runs.
+    carries over from step to step in both runs. The reference runs
+    eagerly, or as a plain `tf.function` with `graph=True`.
     """
     eager, compiled = make(name, num_tasks, **kwargs), make(name, num_tasks, **kwargs)
     dim = np.asarray(steps[0][0]).shape[1]
     for weighting in (eager, compiled):
         weighting.build_gradient_state(dim)  # D-sized state exists before tracing
     step = tf.function(compiled.aggregate, jit_compile=True)
+    reference = tf.function(eager.aggregate) if graph else eager.aggregate
     for grads, losses, present in steps:
         args = [tf.constant(np.asarray(x, "float32")) for x in (grads, losses, present)]
-        expected = aggregate(eager, grads, losses, present)
+        expected = ops.convert_to_numpy(reference(*args))
         got = ops.convert_to_numpy(step(*args))
         assert np.all(np.isfinite(got))
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
@@ -59,7 +65,7 @@ def assert_compiled_steps_match_eager(name, steps, num_tasks, **kwargs):
 
 
 def assert_state_round_trips(name, first_steps, next_step, num_tasks, **kwargs):
-    """State saved after `first_steps` and loaded into a fresh weighting gives the same next step."""
+    """State saved after `first_steps`, loaded into a fresh weighting: the same next step."""
     original = make(name, num_tasks, **kwargs)
     dim = np.asarray(first_steps[0][0]).shape[1]
     original.build_gradient_state(dim)
@@ -70,9 +76,10 @@ def assert_state_round_trips(name, first_steps, next_step, num_tasks, **kwargs):
     restored = make(name, num_tasks, **kwargs)
     restored.build_gradient_state(dim)
     restored.load_own_variables(store)
+    restored_state = state_of(restored)
     for path, value in state_of(original).items():
-        np.testing.assert_array_equal(state_of(restored)[path.replace(original.name, restored.name)],
-                                      value)
+        np.testing.assert_array_equal(
+            restored_state[path.replace(original.name, restored.name)], value)
     np.testing.assert_allclose(aggregate(restored, *next_step), aggregate(original, *next_step),
                                rtol=1e-6)
 
