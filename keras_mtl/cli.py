@@ -23,10 +23,11 @@ import json
 import os
 import sys
 
+from keras_mtl import cli_data
 from keras_mtl.cli_compare import add_compare_command, compare as compare_command
 
 COMMANDS = ("train", "evaluate", "export", "predict", "compare")
-DATASETS = ("shapes", "pennfudan")
+DATASETS = ("shapes", "pennfudan") + cli_data.SOURCES
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 QUANTIZATIONS = ("none", "dynamic", "int8")
 
@@ -48,10 +49,12 @@ class CLIError(Exception):
 def _data_options(parser, training):
     group = parser.add_argument_group("data")
     group.add_argument("--data", choices=DATASETS, default=None,
-                       help="'shapes' (synthetic, made on the fly, no download) or 'pennfudan' "
-                            "(needs --data-dir); default: shapes")
+                       help="'shapes' (synthetic, made on the fly, no download), 'pennfudan' "
+                            "(needs --data-dir), or your own: 'coco' (--images, --annotations) "
+                            "or 'folder' (--images, --masks, --labels-csv); default: shapes")
     group.add_argument("--data-dir", default=None,
                        help="folder of the Penn-Fudan data set (with PNGImages/, PedMasks/)")
+    cli_data.add_options(group)
     group.add_argument("--batch-size", type=int, default=None,
                        help=f"global batch size (default {TRAIN_DEFAULTS['batch_size']})")
     group.add_argument("--val-size", type=int, default=None,
@@ -86,7 +89,7 @@ def build_parser():
 
     # === train ===
     train = command(
-        "train", "train a multi-task model (shapes or Penn-Fudan)",
+        "train", "train a multi-task model (shapes, Penn-Fudan, or your COCO or folder data)",
         "Trains one model on all the tasks of a data set, evaluates it on held-out images, "
         "prints the metrics and writes OUTPUT_DIR/model.keras (load it with "
         "keras.models.load_model after `import keras_mtl`), OUTPUT_DIR/history.json, a "
@@ -95,6 +98,7 @@ def build_parser():
         "  keras-mtl train --quick\n"
         "  keras-mtl train --trunk resnet18 --image-size 64 --epochs 20 --weighting famo\n"
         "  keras-mtl train --data pennfudan --data-dir data/PennFudanPed --image-size 128\n"
+        "  keras-mtl train --data coco --images data/images --annotations data/train.json\n"
         "  keras-mtl train --strategy mirrored --logical-cpus 2 --jit-compile   # 2 replicas\n"
         "  keras-mtl train --backup-dir runs/backup --save-freq 50   # run again to resume")
     model = train.add_argument_group("model")
@@ -313,6 +317,8 @@ def _train_settings(args, parser):
         sub.error(f"--image-size must be a multiple of 32, got {settings['image_size']}.")
     if settings["data"] == "pennfudan" and not args.data_dir:
         sub.error("--data pennfudan needs --data-dir (the PennFudanPed folder).")
+    if settings["data"] in cli_data.SOURCES and cli_data.missing_options(args):
+        sub.error(cli_data.missing_options(args))
     if settings.get("save_freq") is not None and not settings.get("backup_dir"):
         sub.error("--save-freq needs --backup-dir.")
     return settings
@@ -333,8 +339,10 @@ def _check_data_dir(path):
                        f"to the folder that holds PNGImages/ and PedMasks/.")
 
 
-def _eval_data(data, data_dir, image_size, batch_size, val_size, task_names):
+def _eval_data(data, data_dir, image_size, batch_size, val_size, task_names, args=None):
     """The held-out data set of `data` for a model with `task_names`."""
+    if data in cli_data.SOURCES:
+        return cli_data.eval_data(args, image_size, batch_size, task_names, CLIError)
     if data == "pennfudan":
         _check_data_dir(data_dir)
         return _pennfudan().load_pennfudan(data_dir, "val", image_size=image_size,
@@ -405,7 +413,9 @@ def train(args, parser):
         keras.utils.set_random_seed(settings["seed"])
         strategy = distribute.make_strategy(settings.get("strategy", "default"))
         size, batch = settings["image_size"], settings["batch_size"]
-        if settings["data"] == "pennfudan":
+        if settings["data"] in cli_data.SOURCES:
+            tasks, train_data = cli_data.train_data(args, settings, CLIError)
+        elif settings["data"] == "pennfudan":
             _check_data_dir(args.data_dir)
             pennfudan = _pennfudan()
             tasks = pennfudan.make_tasks()
@@ -420,7 +430,7 @@ def train(args, parser):
                 settings["train_size"], image_size=size, batch_size=batch, seed=0, shuffle=True,
                 repeat=True, drop_remainder=True, cache=True, tasks=[t.name for t in tasks])
         val = _eval_data(settings["data"], args.data_dir, size, batch, settings["val_size"],
-                         [t.name for t in tasks])
+                         [t.name for t in tasks], args)
         try:
             with strategy.scope():
                 model = mtl.build_mtl(tasks, trunk=settings["trunk"], weights=settings["weights"],
@@ -509,7 +519,8 @@ def _defaults(args):
 def evaluate(args, parser):
     model = _load_keras_model(args.model)
     data, batch, val_size = _defaults(args)
-    val = _eval_data(data, args.data_dir, _square_size(model), batch, val_size, model.task_names)
+    val = _eval_data(data, args.data_dir, _square_size(model), batch, val_size, model.task_names,
+                     args)
     results = _metrics(model, val)
     _print_table(f"metric ({data}, held-out)", results)
     if args.json:
@@ -527,7 +538,7 @@ def export(args, parser):
     data, batch, val_size = _defaults(args)
     try:
         sample = _eval_data(data, args.data_dir, _square_size(model), batch, val_size,
-                            model.task_names)
+                            model.task_names, args)
     except CLIError:
         if args.quantization == "int8" or args.data:
             raise
