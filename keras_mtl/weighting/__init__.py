@@ -43,8 +43,10 @@ from keras_mtl.weighting.imtl import IMTL
 from keras_mtl.weighting.krum import Krum
 from keras_mtl.weighting.mgda import MGDA
 from keras_mtl.weighting.moco import MoCo
+from keras_mtl.weighting.modo import MoDo
 from keras_mtl.weighting.nash_mtl import NashMTL
 from keras_mtl.weighting.pcgrad import PCGrad
+from keras_mtl.weighting.sdmgrad import SDMGrad
 from keras_mtl.weighting.trimmed_mean import TrimmedMean
 from keras_mtl.weighting.upgrad import UPGrad
 
@@ -83,6 +85,8 @@ WEIGHTINGS.register("trimmed_mean")(TrimmedMean)
 WEIGHTINGS.register("moco")(MoCo)
 WEIGHTINGS.register("cr_mogm")(CRMOGM)
 WEIGHTINGS.register("excess_mtl")(ExcessMTL)
+WEIGHTINGS.register("modo")(MoDo)
+WEIGHTINGS.register("sdmgrad")(SDMGrad)
 
 
 def names():
@@ -106,5 +110,6 @@ __all__ = [
     "DualBalancing",
     "AlignedMTL", "AutoWeighting", "CAGrad", "CalibratedGradientBalancing", "GradDrop", "GradNorm", "GradVac", "IMTL", "MGDA", "NashMTL",
     "PCGrad", "UPGrad",
-    "ConFIG", "CRMOGM", "DualProj", "ExcessMTL", "FairGrad", "Krum", "MoCo", "TrimmedMean",
+    "ConFIG", "CRMOGM", "DualProj", "ExcessMTL", "FairGrad", "Krum", "MoCo", "MoDo", "SDMGrad",
+    "TrimmedMean",
 ]

@@ -1,6 +1,7 @@
-"""A `(T, D)` per-task gradient buffer, created once the shared parameters are known."""
+"""`(T, D)` per-task gradient buffers, created once the shared parameters are known."""
 
 import tensorflow as tf
+from keras import ops
 
 
 def build_buffer(weighting, attribute, gradient_dim, name):
@@ -37,3 +38,23 @@ def ensure_buffer(weighting, attribute, gradient_dim, name):
             f"{type(weighting).__name__} needs its {name} before the train step is traced: use it "
             "through MultiTaskModel, or call build_gradient_state(D) first.")
     return build_buffer(weighting, attribute, gradient_dim, name)
+
+
+def cross_batch_gram(previous, seen, grads, present):
+    """`A = J_prev J^T` `(T, T)`: inner products of the last labelled batch's task
+    gradients (`previous` `(T, D)`) with this batch's (`grads` `(T, D)`).
+
+    Two independent mini-batches give an unbiased estimate of `G = J J^T`,
+    which MoDo and SDMGrad need. A task never seen before (`seen` `(T,)`
+    0) uses this batch's gradient for both. Rows and columns of absent
+    tasks are 0. Not symmetric in general.
+    """
+    earlier = ops.where(seen[:, None] > 0.0, previous, grads)  # (T, D)
+    products = ops.matmul(earlier, ops.transpose(grads))  # (T, T)
+    return products * present[:, None] * present[None, :]
+
+
+def remember_batch(previous, seen, grads, present):
+    """Stores this batch's gradients of the present tasks as the next step's `previous`."""
+    previous.assign(ops.where(present[:, None] > 0.0, grads, previous))
+    seen.assign(ops.maximum(seen, present))

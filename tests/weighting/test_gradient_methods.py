@@ -109,6 +109,8 @@ def test_orthogonal_gradients(name):
         "moco": [0.25, 0.25],  # y = (1/2) g / ||g|| (L = 1), lambda stays uniform
         "cr_mogm": [0.9 * 0.5 + 0.1 * 0.8, (0.9 * 0.5 + 0.1 * 0.2) * 2.0],  # EMA of (1/2, 1/2)
         "excess_mtl": [1.0, 2.0],  # the baseline step: weights 1
+        # lambda = proj((1/2, 1/2) - 0.001 ((1/2, 2) + 0.1 (1/2, 1/2))) = (0.50075, 0.49925)
+        "modo": [0.50075, 2 * 0.49925],
     }
     direction = aggregate(make(name), ORTHOGONAL)
     assert np.all(np.isfinite(direction))
