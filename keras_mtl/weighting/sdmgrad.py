@@ -102,7 +102,8 @@ class SDMGrad(GradientWeighting):
             weights, velocity = state
             gradient = ops.matmul(products, weights + self.lamda * preferred)  # (T,)
             velocity = self.momentum * velocity + gradient
-            return solvers.project_simplex(weights - self.learning_rate * velocity, present), velocity
+            weights = solvers.project_simplex(weights - self.learning_rate * velocity, present)
+            return weights, velocity
 
         weights, _ = ops.fori_loop(0, self.iterations, sgd_step, (start, ops.zeros_like(start)))
         self.task_weights_state.assign(ops.where(present > 0.0, mass * weights, stored))
