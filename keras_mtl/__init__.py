@@ -13,13 +13,17 @@ Example:
 
 __version__ = "0.1.0"
 
-from keras_mtl import (architectures, callbacks, data, evaluation, tasks, trunks, visualization,
-                       weighting)
-from keras_mtl.builders import build_mtl, build_single_task
-from keras_mtl.model import MultiTaskModel
+from keras_mtl.quiet import quiet_tensorflow  # first: before anything imports TensorFlow
+
+quiet_tensorflow()
+
+from keras_mtl import (architectures, callbacks, data, distribute, evaluation,  # noqa: E402
+                       tasks, trunks, visualization, weighting)
+from keras_mtl.builders import build_mtl, build_single_task  # noqa: E402
+from keras_mtl.model import MultiTaskModel  # noqa: E402
 
 __all__ = [
     "MultiTaskModel", "architectures", "build_mtl", "build_single_task", "callbacks", "data",
-    "evaluation", "tasks", "trunks",
+    "distribute", "evaluation", "tasks", "trunks",
     "visualization", "weighting",
 ]

@@ -71,9 +71,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import keras
+    import keras_mtl as mtl  # first: it imports TensorFlow without its C++ log lines
 
-    import keras_mtl as mtl
+    import keras
     from keras_mtl import plotting
     from keras_mtl.data import tfds_datasets as pets
     from keras_mtl.data.augment import JointAugmentation

@@ -120,9 +120,9 @@ def print_goals(rows):
 
 def main(argv=None):
     args = parse_args(argv)
-    import keras
+    import keras_mtl as mtl  # first: it imports TensorFlow without its C++ log lines
 
-    import keras_mtl as mtl
+    import keras
     from keras_mtl import plotting
     from keras_mtl.data import pennfudan
     from keras_mtl.data.augment import JointAugmentation

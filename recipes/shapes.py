@@ -71,9 +71,9 @@ def print_table(rows):
 
 def main(argv=None):
     args = parse_args(argv)
-    import keras
+    import keras_mtl as mtl  # first: it imports TensorFlow without its C++ log lines
 
-    import keras_mtl as mtl
+    import keras
     from keras_mtl.data import shapes
     from keras_mtl.export import check_export
     from keras_mtl.plotting import plot_history
