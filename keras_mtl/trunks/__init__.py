@@ -1,7 +1,8 @@
 """Trunks: shared backbones that return pyramid features P2..P5.
 
 `get(identifier, input_shape, weights)` builds a registered trunk by name
-(`names()` lists them) or wraps a user `keras.Model`.
+(`names()` lists them), a KerasHub backbone or preset (`"keras_hub:<preset>"`,
+see `from_keras_hub`), or wraps a user `keras.Model`.
 
 Example:
 
@@ -17,8 +18,11 @@ import keras
 from keras_mtl.registry import Registry
 from keras_mtl.trunks.applications import application_names, build_application_trunk
 from keras_mtl.trunks.applications import imagenet_weights_file
+from keras_mtl.trunks.keras_hub_trunks import PREFIX as KERAS_HUB_PREFIX
+from keras_mtl.trunks.keras_hub_trunks import from_keras_hub, is_keras_hub_backbone
 from keras_mtl.trunks.preprocessing import ImagePreprocessing
 from keras_mtl.trunks.pyramid import LEVELS, STRIDES, build_pyramid_trunk, find_pyramid_layers
+from keras_mtl.trunks.simple_pyramid import TokensToGrid, simple_feature_pyramid
 from keras_mtl.trunks.small_resnet import build_small_resnet
 
 TRUNKS = Registry("trunk")
@@ -50,21 +54,26 @@ def names():
 
 
 def get(identifier, input_shape=(224, 224, 3), weights=None, trainable=True,
-        preprocessing="none", pyramid_layers=None):
+        preprocessing=None, pyramid_layers=None):
     """Builds a trunk: a `keras.Model` from raw pixels to `{"P2": ..., "P5": ...}`.
 
     Args:
-        identifier: a registered name (see `names()`), or a `keras.Model`.
-            A model that already returns the four levels as a dict is used as
-            is; any other image model is wrapped, its levels found by stride
-            (or given by `pyramid_layers`).
-        input_shape: `(H, W, 3)` for registered trunks.
+        identifier: a registered name (see `names()`), a KerasHub backbone
+            or `"keras_hub:<preset>"` (a preset name, handle or folder; see
+            `from_keras_hub`), or a `keras.Model`. A model that already
+            returns the four levels as a dict is used as is; any other image
+            model is wrapped, its levels found by stride (or given by
+            `pyramid_layers`).
+        input_shape: `(H, W, 3)` for registered trunks and KerasHub ones.
         weights: `"imagenet"`, `None` or a weights file path (registered
-            trunks; the small ResNets have no ImageNet weights).
+            trunks; the small ResNets have no ImageNet weights); for a
+            KerasHub preset `"imagenet"` means the preset's weights.
         trainable: `False` freezes the trunk; its BatchNorm layers then run
             in inference mode (Keras 3 semantics of a frozen BatchNorm).
         preprocessing: pixel preprocessing for a user model
-            (`ImagePreprocessing` mode); registered trunks bring their own.
+            (`ImagePreprocessing` mode, default `"none"`) or a KerasHub one
+            (default: the preset's image converter); registered trunks
+            bring their own.
         pyramid_layers: optional `{"P2": layer_name, ...}` for a user model.
 
     Returns:
@@ -73,11 +82,16 @@ def get(identifier, input_shape=(224, 224, 3), weights=None, trainable=True,
     Raises:
         ValueError: unknown name, or a user model without the four strides.
     """
-    if isinstance(identifier, keras.Model):
+    if is_keras_hub_backbone(identifier):
+        trunk = from_keras_hub(identifier, input_shape=input_shape, preprocessing=preprocessing)
+    elif isinstance(identifier, keras.Model):
         trunk = identifier
         if not (isinstance(trunk.output, dict) and set(trunk.output) == set(LEVELS)):
             layer_names = pyramid_layers or find_pyramid_layers(trunk)
-            trunk = build_pyramid_trunk(trunk, layer_names, preprocessing=preprocessing)
+            trunk = build_pyramid_trunk(trunk, layer_names, preprocessing=preprocessing or "none")
+    elif isinstance(identifier, str) and identifier.startswith(KERAS_HUB_PREFIX):
+        trunk = from_keras_hub(identifier[len(KERAS_HUB_PREFIX):], input_shape=input_shape,
+                               weights=weights, preprocessing=preprocessing)
     elif isinstance(identifier, str):
         builder = TRUNKS.lookup(identifier)
         if identifier not in application_names() and weights == "imagenet":
@@ -88,13 +102,15 @@ def get(identifier, input_shape=(224, 224, 3), weights=None, trainable=True,
         trunk = builder(input_shape=tuple(input_shape), weights=weights)
     else:
         raise TypeError(
-            f"A trunk must be a name ({', '.join(names())}) or a keras.Model, got {identifier!r}."
+            f"A trunk must be a name ({', '.join(names())}), '{KERAS_HUB_PREFIX}<preset>' or a "
+            f"keras.Model, got {identifier!r}."
         )
     trunk.trainable = trainable
     return trunk
 
 
 __all__ = [
-    "ImagePreprocessing", "LEVELS", "STRIDES", "TRUNKS", "build_pyramid_trunk",
-    "find_pyramid_layers", "get", "imagenet_weights_file", "names",
+    "ImagePreprocessing", "KERAS_HUB_PREFIX", "LEVELS", "STRIDES", "TRUNKS", "TokensToGrid",
+    "build_pyramid_trunk", "find_pyramid_layers", "from_keras_hub", "get",
+    "imagenet_weights_file", "is_keras_hub_backbone", "names", "simple_feature_pyramid",
 ]
