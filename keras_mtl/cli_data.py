@@ -85,8 +85,8 @@ def train_data(args, settings, fail):
                        repeat=True, drop_remainder=True, seed=settings["seed"])
     os.makedirs(settings["output_dir"], exist_ok=True)
     info.save(os.path.join(settings["output_dir"], "data_info.json"))
-    summary = ", ".join(f"{name} ({len(info.class_names(name))} classes)"
-                        for name in info.task_names)
+    counts = {name: len(info.class_names(name)) for name in info.task_names}
+    summary = ", ".join(f"{name} ({n} class{'es' if n > 1 else ''})" for name, n in counts.items())
     print(f"{args.data} data: {info.num_examples} training images; tasks {summary}")
     return info.make_tasks(), data
 

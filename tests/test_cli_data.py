@@ -27,7 +27,7 @@ def test_train_on_the_coco_sample_then_evaluate_needs_the_same_tasks(tmp_path, c
     assert cli.main(["train", *SAMPLE, "--label-field", "campus", *TINY,
                      "--output-dir", output]) == 0
     printed = capsys.readouterr().out
-    assert "coco data: 8 training images; tasks campus (2 classes), objects (1 classes), " \
+    assert "coco data: 8 training images; tasks campus (2 classes), objects (1 class), " \
            "mask (2 classes)" in printed
     info = json.load(open(os.path.join(output, "data_info.json")))
     assert {name: task["class_names"] for name, task in info["tasks"].items()} == {

@@ -242,8 +242,14 @@ def coco_example(record, class_of, image_size, resize="letterbox", boxes=True, m
 
 
 # --- image-level labels --------------------------------------------------------------------
-def image_labels(records, label_fields=(), labels_csv=None):
+def image_labels(records, label_fields=(), labels_csv=None, source="the annotations"):
     """Image-level labels from image fields and/or a CSV, per record.
+
+    Args:
+        records: `read_coco_json(...)["images"]`.
+        label_fields: fields of the image entries that hold a label.
+        labels_csv: a CSV of labels (see `keras_mtl.data.files.read_labels_csv`).
+        source: the annotations file, named in errors.
 
     Returns:
         `{task name: ((I,) int32 ids, class names)}`; -1 = unlabelled.
@@ -254,7 +260,7 @@ def image_labels(records, label_fields=(), labels_csv=None):
     labels = {}
     for field in label_fields:
         values = [record["image"].get(field) for record in records]
-        labels[field] = files.class_ids(values, f"image field {field!r}")
+        labels[field] = files.class_ids(values, f"{source}, image field {field!r}")
     if labels_csv:
         columns, rows = files.read_labels_csv(labels_csv)
         matched = [rows.get(r["file_name"], rows.get(os.path.basename(r["file_name"])))
@@ -339,7 +345,7 @@ def load_coco_json(images_dir, annotations_file, split="all", image_size=128, ba
     coco = read_coco_json(annotations_file, images_dir)
     records = coco["images"]
     annotations = [a for r in records for a in r["annotations"]]
-    labels = image_labels(records, label_fields, labels_csv)
+    labels = image_labels(records, label_fields, labels_csv, repr(annotations_file))
     available = list(labels)
     if coco["category_ids"] and any("bbox" in a for a in annotations):
         available.append(detection_name)

@@ -39,6 +39,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl.data.pipeline import from_arrays
 from keras_mtl.data.splits import SPLITS, split_names  # noqa: F401 (public here too)
 
 CAMPUS_NAMES = ("FudanPed", "PennPed")
@@ -232,20 +233,10 @@ def load_pennfudan(data_dir, split="train", image_size=128, batch_size=8, shuffl
         TASK_NAMES["detection"]: {"boxes": arrays["boxes"], "labels": arrays["labels"]},
         TASK_NAMES["segmentation"]: arrays["masks"],
     }
-    ds = tf.data.Dataset.from_tensor_slices(
-        (arrays["images"], {name: targets[name] for name in keep}))
-    if shuffle is None:
-        shuffle = split == "train"
-    if shuffle:
-        ds = ds.shuffle(len(arrays["images"]), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    if not batched:
-        return ds.prefetch(tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if augment is not None:
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return from_arrays(arrays["images"], {name: targets[name] for name in keep},
+                       batch_size=batch_size, shuffle=split == "train" if shuffle is None else
+                       shuffle, repeat=repeat, augment=augment, drop_remainder=drop_remainder,
+                       seed=seed, batched=batched)
 
 
 def make_tasks(image_level="campus", detection_kwargs=None, segmentation_kwargs=None):

@@ -137,6 +137,13 @@ def test_image_labels_from_a_field_and_a_csv_and_task_selection(tmp_path):
     assert [t.num_classes for t in info.make_tasks()] == [1, 4, 1]
     with pytest.raises(ValueError, match=r"Unknown task name\(s\) \['boxes'\]; this data has"):
         coco.load_coco_json(images_dir, path, tasks=["boxes"])
+    with pytest.raises(DataError, match=r"'.*ann\.json', image field 'season': no image has a "
+                                        "label"):
+        coco.load_coco_json(images_dir, path, label_fields=["season"])
+    csv.write_text("file_name,count\na.png,2\nb.png,many\n")
+    with pytest.raises(DataError, match=r"labels\.csv', column 'count': labels mix class ids "
+                                        "and class names"):
+        coco.load_coco_json(images_dir, path, labels_csv=str(csv))
 
 
 def test_splits_take_every_fifth_file_name_and_padding_is_shared(tmp_path):
