@@ -6,7 +6,7 @@ import pytest
 
 import keras_mtl
 from keras_mtl import trunks
-from keras_mtl.trunks import keras_hub_trunks
+from keras_mtl.trunks import keras_hub_presets
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -98,6 +98,23 @@ def test_vit_backbone_gets_a_simple_pyramid_and_trains_saves_loads(tmp_path):
     train_save_and_load(model, tmp_path)
 
 
+def test_pyramid_levels_are_mapped_by_stride_not_by_name():
+    # MiT names its maps at strides 4..32 P1..P4, and its last one has no static channel count.
+    backbone = keras_hub.models.MiTBackbone(
+        layerwise_depths=[1, 1, 1, 1], num_layers=4, layerwise_num_heads=[1, 1, 1, 1],
+        layerwise_sr_ratios=[4, 2, 1, 1], max_drop_path_rate=0.0,
+        layerwise_patch_sizes=[7, 3, 3, 3], layerwise_strides=[4, 2, 2, 2],
+        image_shape=(SIZE, SIZE, 3), hidden_dims=[8, 8, 16, 24])
+    model = keras_mtl.build_mtl(shapes_tasks(), trunk=backbone, input_shape=(SIZE, SIZE, 3),
+                                weighting="equal")  # the heads need static channels
+    features = assert_pyramid(model.trunk, channels={"P2": 8, "P3": 8, "P4": 16, "P5": 24})
+    images = pixels(2)
+    reference = keras.Model(backbone.inputs, backbone.pyramid_outputs)(
+        trunks.ImagePreprocessing("torch")(images))
+    for ours, theirs in zip(trunks.LEVELS, ("P1", "P2", "P3", "P4")):
+        np.testing.assert_allclose(features[ours], reference[theirs], rtol=1e-4, atol=1e-4)
+
+
 def test_dinov2_patch_14_is_resized_to_stride_16():
     backbone = keras_hub.models.DINOV2Backbone(
         patch_size=14, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
@@ -150,7 +167,7 @@ def test_preset_without_converter_warns_and_uses_imagenet_statistics(tmp_path):
 
 def test_preprocessing_from_an_image_converter():
     converter = keras_hub.layers.ImageConverter(scale=IMAGENET_SCALE, offset=IMAGENET_OFFSET)
-    layer = keras_hub_trunks.preprocessing_layer(converter)
+    layer = keras_hub_presets.preprocessing_layer(converter)
     images = pixels(2, 4)
     np.testing.assert_allclose(layer(images), converter(images), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(layer(images), trunks.ImagePreprocessing("torch")(images),
