@@ -36,11 +36,17 @@ or invalid annotations file.
 
 Example:
 
->>> from keras_mtl.data import coco
->>> train, info = coco.load_coco_json("data/images", "data/annotations.json", "train",
-...                                   image_size=128, label_fields=["campus"], with_info=True)
->>> model = keras_mtl.build_mtl(info.make_tasks(), input_shape=(128, 128, 3))
->>> images, targets = next(iter(train))       # targets: campus, objects, mask
+>>> from keras_mtl.data import coco, samples
+>>> train, info = coco.load_coco_json(samples.pennfudan_coco("images"),
+...                                   samples.pennfudan_coco("annotations.json"), "train",
+...                                   image_size=64, label_fields=["campus"], with_info=True)
+>>> info.task_names, info.class_names("campus")
+(['campus', 'objects', 'mask'], ('FudanPed', 'PennPed'))
+>>> images, targets = next(iter(train))
+>>> images.shape, targets["objects"]["boxes"].shape, targets["mask"].shape
+(TensorShape([8, 64, 64, 3]), TensorShape([8, 6, 4]), TensorShape([8, 64, 64]))
+>>> model = keras_mtl.build_mtl(info.make_tasks(), trunk="micro_resnet", weights=None,
+...                             input_shape=(64, 64, 3))
 """
 
 import json
@@ -96,9 +102,11 @@ def read_coco_json(annotations_file, images_dir):
 
     Example:
 
-    >>> coco = read_coco_json("annotations.json", "images")
-    >>> coco["class_names"], len(coco["images"])
-    (('person',), 10)
+    >>> from keras_mtl.data import samples
+    >>> coco = read_coco_json(samples.pennfudan_coco("annotations.json"),
+    ...                       samples.pennfudan_coco("images"))
+    >>> coco["category_ids"], coco["class_names"], len(coco["images"])
+    ((1,), ('person',), 10)
     """
     data = _load_json(annotations_file)
     categories = data.get("categories") or []

@@ -6,10 +6,11 @@ bad file among thousands is found without a debugger.
 
 Example:
 
->>> from keras_mtl.data import files
->>> image = files.read_image("photo.png")             # (H, W, 3) uint8
->>> mask = files.read_mask("photo_mask.png", image.shape[:2])   # (H, W) uint8
->>> rows = files.read_labels_csv("labels.csv")       # {"photo.png": {"campus": "Penn"}}
+```python
+image = files.read_image("photo.jpg")                           # (H, W, 3) uint8
+mask = files.read_mask("photo_mask.png", image.shape[:2])       # (H, W) uint8
+columns, rows = files.read_labels_csv("labels.csv")             # ["campus"], {"photo.jpg": ...}
+```
 """
 
 import csv
@@ -56,8 +57,9 @@ def read_image(path):
 
     Example:
 
-    >>> read_image("photo.png").shape
-    (480, 640, 3)
+    >>> from keras_mtl.data import samples
+    >>> read_image(samples.pennfudan_coco("images", "PennPed00001.jpg")).shape
+    (106, 160, 3)
     """
     import tensorflow as tf
 
@@ -87,8 +89,9 @@ def read_mask(path, shape=None, image_path=None):
 
     Example:
 
-    >>> read_mask("photo_mask.png", shape=(480, 640)).dtype
-    dtype('uint8')
+    >>> _ = tf.io.write_file("mask.png", tf.io.encode_png(np.ones((4, 6, 1), "uint8")))
+    >>> read_mask("mask.png", shape=(4, 6)).shape
+    (4, 6)
     """
     import tensorflow as tf
 
@@ -138,8 +141,9 @@ def read_labels_csv(path):
 
     Example:
 
-    >>> columns, rows = read_labels_csv("labels.csv")   # file_name,campus
-    >>> columns, rows["FudanPed00001.png"]
+    >>> from keras_mtl.data import samples
+    >>> columns, rows = read_labels_csv(samples.pennfudan_coco("labels.csv"))
+    >>> columns, rows["FudanPed00001.jpg"]
     (['campus'], {'campus': 'FudanPed'})
     """
     text = _read_bytes(path, "Labels CSV").decode("utf-8-sig")

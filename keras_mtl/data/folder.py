@@ -17,12 +17,11 @@ without its image, a mask of the wrong size or with a class id out of range.
 
 Example:
 
->>> from keras_mtl.data import folder
->>> train, info = folder.load_image_folder("photos", masks_dir="masks",
-...                                        labels_csv="labels.csv", split="train",
-...                                        image_size=128, with_info=True)
->>> [(t.name, t.num_classes) for t in info.make_tasks()]
-[('weather', 3), ('mask', 4)]
+```python
+train, info = folder.load_image_folder("photos", masks_dir="masks", labels_csv="labels.csv",
+                                       split="train", image_size=128, with_info=True)
+[(t.name, t.num_classes) for t in info.make_tasks()]   # [('weather', 3), ('mask', 4)]
+```
 """
 
 import os

@@ -15,7 +15,7 @@ Example:
 >>> image = np.zeros((50, 100, 3), "uint8")
 >>> out, boxes, mask = resize_example(image, (64, 64), boxes=[[20, 10, 40, 30]],
 ...                                   mask=np.zeros((50, 100), "uint8"))
->>> out.shape, boxes                  # scale 0.64, 16 rows of border above
+>>> out.shape, boxes.round(2)         # scale 0.64, 16 rows of border above
 ((64, 64, 3), array([[12.8, 22.4, 25.6, 35.2]], dtype=float32))
 """
 

@@ -2,8 +2,10 @@
 
 Example:
 
+>>> images, masks = np.zeros((6, 8, 8, 3), "uint8"), np.zeros((6, 8, 8), "uint8")
 >>> ds = from_arrays(images, {"mask": masks}, batch_size=4, shuffle=True, seed=0)
->>> images, targets = next(iter(ds))      # (4, H, W, 3), {"mask": (4, H, W)}
+>>> [tuple(x.shape) for x, _ in ds]
+[(4, 8, 8, 3), (2, 8, 8, 3)]
 """
 
 import tensorflow as tf

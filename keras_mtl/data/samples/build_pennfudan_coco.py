@@ -14,8 +14,9 @@ the way a labelling tool exports it:
 
 Example:
 
->>> write_pennfudan_coco("../shared/data/PennFudanPed", "/tmp/sample")
-'/tmp/sample/annotations.json'
+```python
+write_pennfudan_coco("../shared/data/PennFudanPed", "/tmp/sample")  # '/tmp/sample/annotations.json'
+```
 """
 
 import argparse
