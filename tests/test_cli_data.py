@@ -100,3 +100,15 @@ def test_folder_data_gives_tasks_from_the_data_and_held_out_images(tmp_path, cap
     images, targets = next(iter(val))
     assert images.shape == (1, 32, 32, 3) and list(targets) == ["mask"]  # p4.png held out
     assert targets["mask"].numpy().max() == 2  # 1 + 4 % 3, stretched: no border
+
+
+def test_val_annotations_validate_on_the_whole_second_file(capsys):
+    args, _ = cli.parse_args(["evaluate", "--model", "m.keras", *SAMPLE, "--val-annotations",
+                              samples.pennfudan_coco("annotations.json"), "--val-images",
+                              samples.pennfudan_coco("images")])
+    val = cli._eval_data("coco", None, 32, 16, None, ["objects"], args)
+    images, targets = next(iter(val))
+    assert images.shape[0] == 10 and list(targets) == ["objects"]  # all 10, not every fifth
+    args, _ = cli.parse_args(["evaluate", "--model", "m.keras", *SAMPLE])
+    assert next(iter(cli._eval_data("coco", None, 32, 16, None, ["objects"], args)))[0].shape[
+        0] == 2
