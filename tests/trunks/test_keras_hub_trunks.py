@@ -208,3 +208,23 @@ def test_fixed_size_backbone_refuses_another_input_shape():
     with pytest.raises(ValueError, match=r"takes images of shape \(32, 32, 3\).*input_shape="
                                          r"\(64, 64, 3\)"):
         trunks.get(tiny_vit(), input_shape=(64, 64, 3))
+
+
+@pytest.mark.slow
+def test_dinov2_trains_the_shapes_tasks_and_exports(tmp_path):
+    from keras_mtl.data import shapes
+    from keras_mtl.export import check_export
+
+    backbone = keras_hub.models.DINOV2Backbone(
+        patch_size=14, num_layers=1, hidden_dim=32, num_heads=2, intermediate_dim=64,
+        image_shape=(64, 64, 3), position_embedding_shape=(56, 56, 3))
+    tasks = shapes.make_tasks(with_detection=True)
+    data = shapes.make_dataset(8, image_size=64, batch_size=4, tasks=[t.name for t in tasks])
+    model = keras_mtl.build_mtl(tasks, trunk=backbone, input_shape=(64, 64, 3))
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    history = model.fit(data, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    images = next(iter(data))[0].numpy()
+    model.export(str(tmp_path / "export"), verbose=False)
+    differences = check_export(model, str(tmp_path / "export"), images)
+    assert {"label", "mask", "objects_boxes"} <= set(differences)
