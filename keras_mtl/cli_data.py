@@ -91,9 +91,30 @@ def train_data(args, settings, fail):
     return info.make_tasks(), data
 
 
+def _check_same_classes(args, info, fail):
+    """`--val-annotations` must number categories and labels as `--annotations` does."""
+    from keras_mtl.data import DataError, coco
+
+    try:
+        train = coco.read_coco_json(args.annotations, args.images)
+        labels = coco.image_labels(train["images"], args.label_field or (), args.labels_csv,
+                                   repr(args.annotations))
+    except DataError as error:
+        raise fail(str(error)) from error
+    expected = {name: names for name, (_, names) in labels.items()}
+    found = {name: info.class_names(name) for name in expected if name in info.tasks}
+    if train["category_ids"] != info.category_ids or expected != found:
+        raise fail(f"--val-annotations {args.val_annotations!r} numbers the classes differently "
+                   f"from --annotations {args.annotations!r}: category ids "
+                   f"{list(info.category_ids)} vs {list(train['category_ids'])}, labels {found} "
+                   f"vs {expected}; give both files the same categories and label values.")
+
+
 def eval_data(args, image_size, batch_size, task_names, fail):
     """The held-out dataset of the data named by `args`, for a model with `task_names`."""
     data, info = _load(args, "val", image_size, batch_size, fail)
+    if args.data == "coco" and args.val_annotations:
+        _check_same_classes(args, info, fail)
     missing = [name for name in task_names if name not in info.task_names]
     if missing:
         raise fail(f"the model's task(s) {missing} are not in the {args.data} data, which has "

@@ -112,3 +112,17 @@ def test_val_annotations_validate_on_the_whole_second_file(capsys):
     args, _ = cli.parse_args(["evaluate", "--model", "m.keras", *SAMPLE])
     assert next(iter(cli._eval_data("coco", None, 32, 16, None, ["objects"], args)))[0].shape[
         0] == 2
+
+
+def test_val_annotations_must_number_the_classes_as_the_training_file(tmp_path):
+    with open(samples.pennfudan_coco("annotations.json")) as file:
+        data = json.load(file)
+    for entry in data["images"][:5]:
+        entry["campus"] = "Elsewhere"  # three campus names: numbered differently
+    (tmp_path / "val.json").write_text(json.dumps(data))
+    args, _ = cli.parse_args(["evaluate", "--model", "m.keras", *SAMPLE, "--label-field",
+                              "campus", "--val-annotations", str(tmp_path / "val.json")])
+    with pytest.raises(cli.CLIError, match=r"val\.json' numbers the classes differently from "
+                                           r"--annotations .*'campus': \('Elsewhere', "
+                                           r"'PennPed'\)"):
+        cli._eval_data("coco", None, 32, 16, None, ["campus"], args)
