@@ -138,7 +138,7 @@ def main(argv=None):
     print(f"\nSavedModel at {export_dir}: reloaded outputs match predict "
           f"(max abs difference {max(differences.values()):.2g}).")
     if with_detection:
-        from keras_mtl.visualization import save_prediction_png
+        from keras_mtl.plotting import save_prediction_png
 
         predictions = model.predict(images, verbose=0)
         for index in range(len(images)):

@@ -8,7 +8,8 @@
 - `analyse(model, data, output_dir)`: both on a short run that leaves the
   model as it was, printed, with `analysis.png` and `analysis.json`
   (`recipes/shapes.py --analyse`).
-- `plot_affinity`, `plot_gradient_conflict`: PNG heatmaps and curves.
+- `plot_affinity`, `plot_gradient_conflict`: PNG heatmaps and curves (from
+  `keras_mtl.plotting`).
 - During `fit`: `keras_mtl.callbacks.GradientConflictMonitor`.
 
 Example:
@@ -25,8 +26,8 @@ import numpy as np
 
 from keras_mtl.analysis.affinity import lookahead_affinity, task_affinity
 from keras_mtl.analysis.grouping import grouping_score, partitions, propose_groups
-from keras_mtl.analysis.plots import plot_affinity, plot_gradient_conflict, plot_task_matrix
 from keras_mtl.analysis.task_gradients import gradient_statistics, task_gradients
+from keras_mtl.plotting.analysis import plot_affinity, plot_gradient_conflict, plot_task_matrix
 
 
 def _auto_format(matrix):

@@ -608,12 +608,10 @@ def write_report(leaderboard, output_dir, name="leaderboard"):
         file.write(leaderboard.markdown() + "\n")
     with open(paths["json"], "w") as file:
         json.dump(leaderboard.to_dict(), file, indent=1, default=float)
-    try:
-        from keras_mtl.plotting import plot_leaderboard
-    except ImportError:  # pragma: no cover - plotting is an optional extra
-        return paths
+    from keras_mtl.plotting import plot_leaderboard
+
     try:
         paths["png"] = plot_leaderboard(leaderboard, os.path.join(output_dir, f"{name}.png"))
-    except ImportError:
+    except ImportError:  # matplotlib is an optional extra, imported when drawing
         pass
     return paths

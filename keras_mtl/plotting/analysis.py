@@ -1,23 +1,13 @@
-"""Plots of task relatedness: affinity and gradient-cosine heatmaps, conflict curves.
-
-matplotlib is imported inside the functions (an optional dependency).
-"""
+"""Plots of task relatedness: affinity and gradient-cosine heatmaps, conflict curves."""
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
+from keras_mtl.plotting.figures import new_figure, save
 
 
 def plot_task_matrix(matrix, task_names, ax, title="", limit=None, fmt=None,
                      xlabel="affected task", ylabel="stepped-on task"):
-    """Draws a `(T, T)` task matrix as a heatmap centred on 0, values written in.
+    """Draws a `(T, T)` task matrix on `ax` as a heatmap centred on 0, values written in.
 
     Args:
         matrix: `(T, T)` array (NaN cells drawn blank).
@@ -27,10 +17,19 @@ def plot_task_matrix(matrix, task_names, ax, title="", limit=None, fmt=None,
         limit: colour range `[-limit, limit]`; default the largest |value|.
         fmt: the format of the written values; default 2 decimals, or 2
             significant digits when a value is below 0.01.
-        xlabel, ylabel: axis labels.
+        xlabel: the x axis label.
+        ylabel: the y axis label.
 
     Returns:
         The image (for a colour bar).
+
+    Example:
+
+    >>> from keras_mtl.plotting.figures import new_figure
+    >>> ax = new_figure(3.0, 3.0).subplots()
+    >>> image = plot_task_matrix([[1.0, -0.2], [0.1, 1.0]], ["a", "b"], ax, limit=1.0)
+    >>> image.get_clim()
+    (-1.0, 1.0)
     """
     matrix = np.asarray(matrix, dtype="float64")
     finite = matrix[np.isfinite(matrix)]
@@ -58,6 +57,10 @@ def plot_task_matrix(matrix, task_names, ax, title="", limit=None, fmt=None,
 def plot_affinity(affinity, task_names, path, cosine=None, title="Inter-task affinity (TAG)"):
     """Saves a PNG heatmap of the affinity matrix (and of the gradient cosines).
 
+    The affinity colours are scaled to the off-diagonal values (the tasks'
+    effects on each other); the diagonal, a task's effect on itself, is
+    usually far larger and would saturate them.
+
     Args:
         affinity: `(T, T)` from `keras_mtl.analysis.task_affinity`.
         task_names: the T names.
@@ -68,13 +71,19 @@ def plot_affinity(affinity, task_names, path, cosine=None, title="Inter-task aff
 
     Returns:
         `path`.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> affinity = [[0.5, 0.02], [-0.01, 0.4]]
+    >>> path = plot_affinity(affinity, ["a", "b"], os.path.join(tempfile.mkdtemp(), "a.png"))
+    >>> path.endswith("a.png")
+    True
     """
-    plt = _pyplot()
     panels = 1 if cosine is None else 2
     size = 1.2 + 0.9 * len(task_names)
-    figure, axes = plt.subplots(1, panels, figsize=(size * panels + 1.5, size + 1), squeeze=False)
-    # Colours scaled to the off-diagonal values (the tasks' effects on each other); the
-    # diagonal, a task's effect on itself, is usually far larger and saturates.
+    figure = new_figure(size * panels + 1.5, size + 1)
+    axes = figure.subplots(1, panels, squeeze=False)
     off = np.asarray(affinity, dtype="float64")[~np.eye(len(task_names), dtype=bool)]
     off = np.abs(off[np.isfinite(off)])
     limit = float(off.max()) if off.size and off.max() > 0 else None
@@ -84,10 +93,7 @@ def plot_affinity(affinity, task_names, path, cosine=None, title="Inter-task aff
         image = plot_task_matrix(cosine, task_names, axes[0, 1], "Gradient cosine (shared)",
                                  limit=1.0, xlabel="task", ylabel="task")
         figure.colorbar(image, ax=axes[0, 1], fraction=0.046)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save(figure, path, dpi=110)
 
 
 def plot_gradient_conflict(monitor, path, task_names=None):
@@ -107,17 +113,24 @@ def plot_gradient_conflict(monitor, path, task_names=None):
     Returns:
         `path`.
 
+    Raises:
+        ValueError: if there is no measurement.
+
     Example:
 
-    >>> model.fit(train, epochs=3, callbacks=[monitor])
-    >>> plot_gradient_conflict(monitor, "conflict.png")
+    >>> import os, tempfile
+    >>> records = [{"step": s, "cosine": np.array([[1.0, c], [c, 1.0]]),
+    ...             "grad_norm": np.array([1.0, 0.5])} for s, c in ((0, 0.3), (5, -0.2))]
+    >>> path = plot_gradient_conflict(records, os.path.join(tempfile.mkdtemp(), "g.png"),
+    ...                               task_names=["a", "b"])
+    >>> path.endswith("g.png")
+    True
     """
     records = getattr(monitor, "records", monitor)
     if task_names is None:
         task_names = monitor.task_names
     if not records:
         raise ValueError("No measurement to plot.")
-    plt = _pyplot()
     steps = np.asarray([r["step"] for r in records])
     cosines = np.stack([r["cosine"] for r in records])  # (N, T, T)
     norms = np.stack([r["grad_norm"] for r in records])  # (N, T)
@@ -125,7 +138,8 @@ def plot_gradient_conflict(monitor, path, task_names=None):
         finite = np.isfinite(cosines)
         mean = np.where(finite.any(0), np.where(finite, cosines, 0).sum(0)
                         / np.maximum(finite.sum(0), 1), np.nan)
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    figure = new_figure(15, 4.2)
+    axes = figure.subplots(1, 3)
     image = plot_task_matrix(mean, task_names, axes[0], "Mean gradient cosine", limit=1.0,
                              xlabel="task", ylabel="task")
     figure.colorbar(image, ax=axes[0], fraction=0.046)
@@ -145,7 +159,4 @@ def plot_gradient_conflict(monitor, path, task_names=None):
     axes[2].set_title("Gradient norm per task")
     axes[2].set_xlabel("step")
     axes[2].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save(figure, path, dpi=110)
