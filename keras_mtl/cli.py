@@ -15,6 +15,9 @@ file: `keras-mtl train --config train.json`, with keys named like the
 options (`"image_size": 64` or `"image-size": 64`), either flat or in a
 section per command (`{"train": {...}, "export": {...}}`); options on the
 command line win over the file.
+
+TensorFlow's C++ start-up log lines are hidden (keras_mtl/quiet.py);
+`KERAS_MTL_VERBOSE=1 keras-mtl ...` shows them.
 """
 
 import argparse
@@ -103,7 +106,8 @@ def build_parser():
         "  keras-mtl train --backup-dir runs/backup --save-freq 50   # run again to resume")
     model = train.add_argument_group("model")
     model.add_argument("--trunk", default=None,
-                       help=f"trunk name, see keras_mtl.trunks.names() (default "
+                       help=f"trunk name, see keras_mtl.trunks.names(), or keras_hub:PRESET "
+                            f"(a KerasHub preset name or folder) (default "
                             f"{TRAIN_DEFAULTS['trunk']})")
     model.add_argument("--weights", default=None,
                        help="trunk weights: 'imagenet', a file path, or omitted for random")
