@@ -18,12 +18,11 @@ from keras_mtl.quiet import quiet_tensorflow  # first: before anything imports T
 quiet_tensorflow()
 
 from keras_mtl import (architectures, callbacks, data, distribute, evaluation,  # noqa: E402
-                       tasks, trunks, visualization, weighting)
+                       plotting, tasks, training, trunks, weighting)
 from keras_mtl.builders import build_mtl, build_single_task  # noqa: E402
 from keras_mtl.model import MultiTaskModel  # noqa: E402
 
 __all__ = [
     "MultiTaskModel", "architectures", "build_mtl", "build_single_task", "callbacks", "data",
-    "distribute", "evaluation", "tasks", "trunks",
-    "visualization", "weighting",
+    "distribute", "evaluation", "plotting", "tasks", "training", "trunks", "weighting",
 ]

@@ -17,6 +17,10 @@ the plumbing around it:
 - `local_tf_config(ports, index)` and `free_ports(n)`: a `TF_CONFIG` for
   workers on `127.0.0.1`, for trying `MultiWorkerMirroredStrategy` locally.
 
+and the replica arithmetic of the train steps: `replica_context`,
+`scale_for_replicas`, `all_gather_rows`, `is_multi_worker` and
+`PerReplicaXLA`.
+
 Build and compile the model inside `strategy.scope()`, batch the data by the
 *global* batch size, and pass `jit_compile=True` explicitly where XLA is
 wanted (Keras' `"auto"` turns XLA off under a strategy; the model then
@@ -36,12 +40,16 @@ Example:
 >>> model.fit(dataset_of_global_batches, epochs=1)
 """
 
+import contextlib
 import json
 import os
 import socket
 
 import keras
 import tensorflow as tf
+from keras import ops
+
+from keras_mtl import compat
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -126,7 +134,7 @@ def synchronize_batch_norm(model):
         The number of layers changed.
     """
     changed = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in compat.all_sublayers(model):
         if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
             layer.synchronized = True
             changed += 1
@@ -174,7 +182,103 @@ def is_chief(strategy=None):
         and "chief" not in resolver.cluster_spec().as_dict())
 
 
+# --- replica arithmetic of the train steps ----------------------------------------------
+def replica_context():
+    """The replica context of a `tf.distribute` step with more than one replica, else `None`.
+
+    `None` on one device, in cross-replica context, and under a strategy
+    with a single replica: there the train step runs exactly as without a
+    strategy.
+    """
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def num_replicas():
+    """R: the number of replicas of the current step (1 on one device)."""
+    context = replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def scale_for_replicas(value):
+    """`value / R` under `R` > 1 replicas (Keras' `scale_loss_for_distribution`).
+
+    The optimizer sums the gradients of the replicas; dividing each
+    replica's objective by R makes that sum the one-device gradient.
+    """
+    replicas = num_replicas()
+    return value if replicas == 1 else value * (1.0 / replicas)
+
+
+def all_gather_rows(context, rows):
+    """All-gathers `(T, D_r)` rows along D; returns `(rows, offset, D_r)`.
+
+    The gathered rows `(T, sum_r D_r)` hold the replicas' columns in replica
+    order and `offset` is where this replica's `D_r` columns start.
+    """
+    size = ops.shape(rows)[1]
+    sizes = context.all_gather(ops.reshape(ops.cast(size, "int32"), (1,)), axis=0)  # (R,)
+    replica = ops.cast(context.replica_id_in_sync_group, "int32")
+    offset = ops.sum(ops.where(ops.arange(ops.shape(sizes)[0]) < replica, sizes, 0))
+    return context.all_gather(rows, axis=1), offset, size
+
+
+def is_multi_worker(strategy):
+    """True under a `MultiWorkerMirroredStrategy` with more than one worker."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    resolver = strategy.cluster_resolver
+    return resolver is not None and len(resolver.cluster_spec().as_dict().get("worker", [])) > 1
+
+
+class PerReplicaXLA:
+    """XLA for the replica-local parts of a step under a multi-device strategy.
+
+    Keras compiles the whole step function with XLA when
+    `jit_compile=True`, which fails under a multi-device strategy (the
+    compiled function would span the devices' variables, keras#19005), and
+    its `jit_compile="auto"` turns XLA off there. So under a strategy with
+    more than one replica and `jit_compile=True`, the model's step function
+    is built without XLA (`step_function_without_xla`) and the step compiles
+    its heavy, replica-local parts (forward pass and, through the tape, its
+    backward pass) with `wrap`, leaving the cross-replica all-reduces and
+    the optimizer update outside XLA. One instance per model holds its
+    compiled functions.
+    """
+
+    def __init__(self):
+        self.active = False
+        self._functions = {}
+
+    def wrap(self, key, fn):
+        """`fn` compiled with XLA (cached under `key`) when active, else `fn`."""
+        if not self.active:
+            return fn
+        if key not in self._functions:
+            self._functions[key] = tf.function(fn, jit_compile=True, reduce_retracing=True)
+        return self._functions[key]
+
+    @contextlib.contextmanager
+    def step_function_without_xla(self, model):
+        """While Keras makes `model`'s step function: no XLA around the replicas."""
+        self.active = bool(model.jit_compile and not model.run_eagerly
+                           and model.distribute_strategy.num_replicas_in_sync > 1)
+        if not self.active:
+            yield
+            return
+        model.jit_compile = False
+        try:
+            yield
+        finally:
+            model.jit_compile = True
+
+
 __all__ = [
-    "STRATEGIES", "free_ports", "is_chief", "local_tf_config", "make_strategy",
-    "set_logical_cpus", "synchronize_batch_norm",
+    "STRATEGIES", "PerReplicaXLA", "all_gather_rows", "free_ports", "is_chief",
+    "is_multi_worker", "local_tf_config", "make_strategy", "num_replicas", "replica_context",
+    "scale_for_replicas", "set_logical_cpus", "synchronize_batch_norm",
 ]

@@ -2,6 +2,12 @@
 
 import inspect
 
+import keras
+
+# Registers a class under the "keras_mtl" package for `.keras` files (tasks, weightings,
+# architectures, the model).
+keras_serializable = keras.saving.register_keras_serializable(package="keras_mtl")
+
 
 class Registry:
     """Maps names to classes or factory functions.

@@ -8,16 +8,14 @@ boxes, scores, labels and counts after non-maximum suppression.
 
 Decoding converts to TFLite builtin ops: detection decoding is Cluster-NMS in
 plain tensor ops (peaks by max-pool, top-k, IoU matrix), no
-`NonMaxSuppressionV5`. One Keras op does not: `keras.ops.argmax` of the
-TensorFlow backend bit-casts floats (`BitwiseAnd`, to order -0.0 like
-NumPy), which TFLite has no builtin for; when the model is converted from a
-`keras.Model`, the serving function is traced with `tf.argmax` (TFLite's
-`ARG_MAX`) instead, which differs only in how it orders -0.0 and +0.0. A
-SavedModel directory converts as it is: its `BitwiseAnd` needs the TF Select
-ops (`select_tf_ops="auto"` falls back to them and warns), and the Flex
-delegate that runs them is not linked into `tf.lite.Interpreter` of the
-TensorFlow 2.21 pip package (`run_tflite` then raises a clear error); an app
-must link `tensorflow-lite-select-tf-ops`. Prefer converting the Keras model.
+`NonMaxSuppressionV5`, and segmentation maps use `tf.argmax` (TFLite's
+`ARG_MAX`; `keras.ops.argmax` bit-casts floats, which TFLite has no builtin
+for). A Keras model and its SavedModel directory convert alike. A model with
+ops that have no builtin needs the TF Select ops (`select_tf_ops="auto"`
+falls back to them and warns), and the Flex delegate that runs them is not
+linked into `tf.lite.Interpreter` of the TensorFlow 2.21 pip package
+(`run_tflite` then raises a clear error); an app must link
+`tensorflow-lite-select-tf-ops`.
 
 Quantization:
 - `None`: float32 weights and activations.
@@ -34,7 +32,6 @@ Example:
 >>> report = check_tflite("model.tflite", "export/1", images)   # vs the SavedModel
 """
 
-import contextlib
 import os
 import tempfile
 import warnings
@@ -46,26 +43,6 @@ import tensorflow as tf
 QUANTIZATIONS = (None, "dynamic", "int8")
 SIGNATURE = "serving_default"
 FLOAT_OPS_IN_INT8 = ("DIV",)  # ops left in float in an int8 model
-
-
-@contextlib.contextmanager
-def _builtin_argmax():
-    """Traces `keras.ops.argmax` as `tf.argmax` (a TFLite builtin); see the module docstring."""
-    original = keras.ops.argmax
-
-    def argmax(x, axis=None, keepdims=False):
-        x = tf.convert_to_tensor(x)
-        if axis is None:
-            result = tf.argmax(tf.reshape(x, (-1,)), axis=0, output_type=tf.int32)
-            return tf.reshape(result, [1] * len(x.shape)) if keepdims else result
-        result = tf.argmax(x, axis=axis, output_type=tf.int32)
-        return tf.expand_dims(result, axis) if keepdims else result
-
-    keras.ops.argmax = argmax
-    try:
-        yield
-    finally:
-        keras.ops.argmax = original
 
 
 def representative_dataset(data, num_images=64):
@@ -97,12 +74,11 @@ def representative_dataset(data, num_images=64):
 def _converter(source, quantization, representative_data, num_calibration_images, workdir):
     if isinstance(source, keras.Model):
         # Through a SavedModel (the converter then freezes the variables into
-        # constants, which quantization needs), traced with a builtin argmax.
+        # constants, which quantization needs).
         from keras_mtl.export import export_saved_model
 
         saved = os.path.join(workdir, "saved_model")
-        with _builtin_argmax():
-            export_saved_model(source, saved, verbose=False)
+        export_saved_model(source, saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[SIGNATURE])
     elif isinstance(source, (str, os.PathLike)):
         if not os.path.isdir(source):
@@ -207,9 +183,9 @@ def run_tflite(path, images):
             raise
         raise RuntimeError(
             f"{path} uses TF Select (Flex) ops, which this TFLite interpreter cannot run (no "
-            "Flex delegate linked). Convert the Keras model instead of its SavedModel "
-            "(`export_tflite(model, ...)`: builtin ops only), or run the file where the "
-            "tensorflow-lite-select-tf-ops delegate is linked.") from error
+            "Flex delegate linked). Replace the ops without a TFLite builtin (the conversion "
+            "warning names them), or run the file where the tensorflow-lite-select-tf-ops "
+            "delegate is linked.") from error
 
 
 def _reference(reference, images):

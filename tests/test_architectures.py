@@ -3,7 +3,7 @@ saves and reloads; cross-stitch units start identity-like and learn; cascade ref
 cycle; what each architecture shares with gradient-based weightings.
 
 Written against the patched `MultiTaskModel(..., architecture=...)`,
-`build_mtl(..., architecture=...)` and `gradient_step` of `.patches/issue7_model.diff`.
+`build_mtl(..., architecture=...)` and the gradient-balanced step (`keras_mtl.training.steps`).
 """
 
 import warnings

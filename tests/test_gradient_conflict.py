@@ -12,7 +12,6 @@ from keras import layers
 import keras_mtl
 from keras_mtl.analysis import plot_gradient_conflict
 from keras_mtl.callbacks import GradientConflictMonitor
-from keras_mtl.gradient_step import heads_model
 from keras_mtl.tasks import Classification
 
 
@@ -46,7 +45,7 @@ def hand_gradients(model, images, targets, on):
                 leaves = [tf.stop_gradient(f)
                           for f in keras.tree.flatten(model.trunk(images, training=True))]
                 tape.watch(leaves)
-                outputs, sources = heads_model(model)(leaves, training=True), leaves
+                outputs, sources = model.feature_split.heads_model(leaves, training=True), leaves
             else:
                 outputs, sources = model(images, training=True), model.trunk.trainable_variables
             losses, _ = model.task_losses({name: targets[name]}, outputs, {})

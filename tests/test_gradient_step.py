@@ -9,7 +9,6 @@ from keras import layers, ops
 
 import keras_mtl
 from keras_mtl import weighting as weighting_lib
-from keras_mtl.gradient_step import heads_model
 from keras_mtl.tasks import Classification
 from keras_mtl.weighting.weighting import GradientWeighting
 
@@ -110,19 +109,29 @@ def test_sum_of_gradients_equals_the_equal_weighting():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_heads_model_shares_the_layers():
+def test_feature_split_shares_the_layers():
     model = tiny_model("mgda")
     images, _ = batch()
     features = keras.tree.flatten(model.trunk(images))
-    outputs = heads_model(model)(features)
+    outputs = model.feature_split.heads_model(features)
     expected = model(images)
     for name in ("a", "b"):
         np.testing.assert_allclose(ops.convert_to_numpy(outputs[name]),
                                    ops.convert_to_numpy(expected[name]), rtol=1e-5, atol=1e-6)
-    view = heads_model(model)
+    view = model.feature_split.heads_model
     model_variables = {id(v) for v in model.variables}
     assert view.variables and all(id(v) in model_variables for v in view.variables)  # no copy
-    assert heads_model(model) is view  # cached per model
+    assert model.feature_split.heads_model is view  # cached per model
+    with tf.GradientTape(persistent=True) as tape:
+        split_features, leaves, split_outputs = model.feature_split.run(images, tape, False)
+        loss = ops.sum(split_outputs["a"])
+    for name in ("a", "b"):  # the split run computes the same outputs
+        np.testing.assert_allclose(ops.convert_to_numpy(split_outputs[name]),
+                                   ops.convert_to_numpy(expected[name]), rtol=1e-5, atol=1e-6)
+    # the leaves are watched and cut: the gradient stops there, none reaches the trunk
+    grads = tape.gradient(loss, leaves + list(model.trunk.trainable_variables))
+    assert any(g is not None for g in grads[:len(leaves)])
+    assert all(g is None for g in grads[len(leaves):])
 
 
 # --- missing labels, frozen trunk ---------------------------------------------------------------

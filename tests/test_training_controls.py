@@ -1,7 +1,8 @@
 """Training controls (issue 10): trunk optimizer, trunk freezing, task curricula and per-task
 gradient clipping, set in `MultiTaskModel.compile`.
 
-These tests need the model.py / gradient_step.py changes of `.patches/issue10_model.diff`.
+The controls live in `keras_mtl.training.controls`, the updates they steer in
+`keras_mtl.training.updates`.
 """
 
 import os
@@ -16,7 +17,8 @@ import tensorflow as tf
 from keras import layers
 
 import keras_mtl
-from keras_mtl import training_controls
+from keras_mtl import training
+from keras_mtl.training import controls as training_controls
 from keras_mtl.tasks import Classification
 
 LR = 0.1
@@ -90,12 +92,12 @@ def test_lower_trunk_learning_rate_moves_the_trunk_less():
 
 def test_trunk_learning_rate_helper_scales_rates_and_schedules():
     schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, 10, 0.5)
-    trunk = training_controls.trunk_learning_rate(keras.optimizers.AdamW(schedule), 0.1)
+    trunk = training.trunk_learning_rate(keras.optimizers.AdamW(schedule), 0.1)
     assert isinstance(trunk, keras.optimizers.AdamW)
     assert float(trunk._learning_rate(10)) == pytest.approx(0.1 * float(schedule(10)))
     restored = keras.optimizers.AdamW.from_config(trunk.get_config())
     assert float(restored._learning_rate(10)) == pytest.approx(0.1 * float(schedule(10)))
-    assert float(training_controls.trunk_learning_rate(
+    assert float(training.trunk_learning_rate(
         keras.optimizers.SGD(0.5), 0.2).learning_rate) == pytest.approx(0.1)
 
 
@@ -228,13 +230,12 @@ def test_clipped_step_matches_hand_computation():
         grads = tape.gradient(loss, variables)
         per_task.append([np.zeros(v.shape) if g is None else g.numpy()
                          for g, v in zip(grads, variables)])
-    from keras_mtl.gradient_step import heads_model
-
     with tf.GradientTape() as tape:
         features = keras.tree.flatten(model.trunk(images, training=True))
         leaves = [tf.stop_gradient(f) for f in features]
         tape.watch(leaves)
-        losses, _ = model.task_losses({"a": targets["a"]}, heads_model(model)(leaves), {})
+        outputs = model.feature_split.heads_model(leaves)
+        losses, _ = model.task_losses({"a": targets["a"]}, outputs, {})
         loss_a = losses[0]
     feature_grads = tape.gradient(loss_a, leaves + head(model, "a"))
     norm = np.sqrt(sum(float(np.sum(g.numpy() ** 2)) for g in feature_grads if g is not None))

@@ -3,7 +3,7 @@
 Used by `keras_mtl.callbacks.GradientConflictMonitor` and
 `keras_mtl.analysis.task_affinity`. The gradients are those of each task's
 own (unweighted) mean loss on a batch, as `MultiTaskModel.task_losses`
-defines it, taken with the helpers of `keras_mtl.gradient_step`:
+defines it, taken with the helpers of `keras_mtl.training`:
 
 - `on="parameters"`: with respect to the trunk's trainable variables
   (flattened and concatenated: `D` = number of shared parameters); one
@@ -20,6 +20,9 @@ variables (BatchNorm statistics) are restored afterwards.
 import keras
 import tensorflow as tf
 from keras import ops
+
+from keras_mtl.training.gradients import flatten_rows, gradients_or_zeros
+from keras_mtl.training.losses import separate_task_losses
 
 ON = ("parameters", "features")
 
@@ -51,32 +54,26 @@ def task_gradients(model, images, targets, sample_weights=None, on="parameters",
         per task, the list of gradient tensors (per trunk variable or per
         feature map) before flattening.
     """
-    from keras_mtl.gradient_step import (_flatten_rows, _gradient, features_model, heads_model,
-                                         separate_task_losses)
-
     check_on(on)
     sample_weights = dict(sample_weights or {})
     if on == "features" and not model.shared_features:
         raise ValueError(f"Architecture {type(model.architecture).__name__} has no shared "
                          "features to measure; use on='parameters'.")
     with tf.GradientTape(persistent=True) as tape:
-        if on == "features":
-            features = keras.tree.flatten(features_model(model)(images, training=training))
-            sources = [tf.stop_gradient(feature) for feature in features]  # [P2..P5]
-            tape.watch(sources)
-            outputs = heads_model(model)(sources, training=training)
+        if on == "features":  # sources: the watched features P2..P5
+            _, sources, outputs = model.feature_split.run(images, tape, training=training)
         else:
             sources = list(model.shared_variables)
             outputs = model(images, training=training)
-        losses, present = separate_task_losses(model, targets, outputs, sample_weights)
+        losses, present = separate_task_losses(model.tasks, targets, outputs, sample_weights)
         losses = [loss * labelled for loss, labelled in zip(losses, present)]
     if not sources:
         raise ValueError("The model has no shared trainable variables (a frozen trunk, or "
                          "architecture 'separate'): nothing is shared to measure; "
                          "use on='features'.")
-    shared_grads = [_gradient(tape, loss, sources) for loss in losses]
+    shared_grads = [gradients_or_zeros(tape, loss, sources) for loss in losses]
     del tape
-    grads = ops.stack([_flatten_rows(g) for g in shared_grads])  # (T, D)
+    grads = ops.stack([flatten_rows(g) for g in shared_grads])  # (T, D)
     return grads, ops.stack(losses), ops.stack(present), shared_grads
 
 

@@ -2,13 +2,14 @@
 
 import keras
 
+from keras_mtl.registry import keras_serializable  # noqa: F401 (re-exported)
 from keras_mtl.trunks.pyramid import LEVELS
 
 
 class SharedParts:
     """What the tasks of a built architecture share, for gradient-based weightings.
 
-    A gradient-based weighting (`keras_mtl.gradient_step`) balances the
+    A gradient-based weighting (`keras_mtl.training.steps.gradient_balanced_step`) balances the
     per-task gradients of the *shared parameters* (every task's loss reaches
     them) or, with `rep_grad=True`, of the *shared features* (a cut of the
     graph: every task's output depends on the images only through these
@@ -101,5 +102,3 @@ def check_levels(levels, owner):
         raise ValueError(f"{owner}: levels must be a non-empty subset of {LEVELS}, got {levels}.")
     return tuple(level for level in LEVELS if level in levels)
 
-
-keras_serializable = keras.saving.register_keras_serializable(package="keras_mtl")

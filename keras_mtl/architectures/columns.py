@@ -6,6 +6,7 @@ Used by the architectures that give every task its own trunk
 
 import keras
 
+from keras_mtl import compat
 from keras_mtl.trunks.pyramid import LEVELS
 
 
@@ -40,12 +41,12 @@ def clone_trunk(trunk, name):
 def _single_producer(tensors):
     """The `(model, node_index)` producing every tensor of `tensors`, if one
     Functional model call with a P2..P5 dict output does."""
-    histories = [tensor._keras_history for tensor in tensors]
-    producers = {(id(h.operation), h.node_index) for h in histories}
-    operation = histories[0].operation
+    calls = [compat.producer(tensor) for tensor in tensors]
+    producers = {(id(operation), node_index) for operation, node_index in calls}
+    operation, node_index = calls[0]
     if (len(producers) == 1 and isinstance(operation, keras.Model)
             and isinstance(operation.output, dict) and set(operation.output) >= set(LEVELS)):
-        return operation, histories[0].node_index
+        return operation, node_index
     return None, None
 
 
@@ -77,7 +78,7 @@ def split_stages(trunk, name=None):
     inner, node_index = _single_producer(tensors)
     if inner is not None:  # opened: trunk = prefix layers, then one nested feature model
         stages = split_stages(inner, name=f"{name}_inner")
-        inner_input = inner._inbound_nodes[node_index].input_tensors[0]  # in trunk's graph
+        inner_input = compat.node_input_tensors(inner, node_index)[0]  # in trunk's graph
         images = keras.Input(shape=trunk.inputs[0].shape[1:], dtype=trunk.inputs[0].dtype,
                              name=f"{name}_images")
         x = images

@@ -29,6 +29,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl import compat
+
 
 def count_params(model):
     """Number of parameters (trainable and not) of a built model.
@@ -71,11 +73,6 @@ def flops_per_image(model, input_shape=None, decode=False):
     >>> flops_per_image(conv)   # 2 * 8 * 8 * 4 * (3 * 3 * 3)
     13824
     """
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-    from tensorflow.python.util import deprecation
-
     shape = _image_shape(model, input_shape)
 
     def forward(images):
@@ -84,10 +81,10 @@ def flops_per_image(model, input_shape=None, decode=False):
 
     concrete = tf.function(forward).get_concrete_function(
         tf.TensorSpec((1,) + shape, tf.float32))
-    frozen = convert_variables_to_constants_v2(concrete)
+    frozen = compat.freeze_concrete_function(concrete)
     graph = tf.Graph()
-    with graph.as_default(), deprecation.silence():  # the v1 profiler warns on every call
-        tf.graph_util.import_graph_def(frozen.graph.as_graph_def(), name="")
+    with graph.as_default(), compat.silenced_deprecations():  # the v1 profiler warns a lot
+        tf.graph_util.import_graph_def(frozen, name="")
         options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
         options["output"] = "none"
         profile = tf.compat.v1.profiler.profile(graph, options=options)

@@ -118,7 +118,9 @@ class Segmentation(Task):
 
     def decode(self, y_pred):
         logits = ops.cast(y_pred, "float32")
-        outputs = {self.name: ops.cast(ops.argmax(logits, axis=-1), "int32")}  # (B, H, W)
+        # tf.argmax, not keras.ops.argmax: the latter bit-casts floats (to order -0.0 like
+        # NumPy), which TFLite has no builtin op for; this converts to TFLite's ARG_MAX.
+        outputs = {self.name: tf.argmax(logits, axis=-1, output_type=tf.int32)}  # (B, H, W)
         if self.output_probs:
             outputs[f"{self.name}_probs"] = ops.softmax(logits)  # (B, H, W, C)
         return outputs

@@ -4,6 +4,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_mtl.registry import keras_serializable  # noqa: F401 (re-exported)
+
 
 class Task:
     """Base class of a task: head + loss + metrics + decoder + target checks.
@@ -135,5 +137,3 @@ def as_float32(x):
     """Casts to float32 (losses run in float32 under mixed precision)."""
     return ops.cast(x, "float32")
 
-
-keras_serializable = keras.saving.register_keras_serializable(package="keras_mtl")

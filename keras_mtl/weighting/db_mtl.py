@@ -3,6 +3,7 @@
 import tensorflow as tf
 from keras import ops
 
+from keras_mtl import compat
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting.weighting import GradientWeighting
 
@@ -75,13 +76,10 @@ class DualBalancing(GradientWeighting):
                     f"shared parameters, the gradients have {gradient_dim}: build a new model "
                     "(and weighting) after changing which trunk layers are trainable.")
             return
-        locked = self._tracker.locked
-        self._tracker.unlock()
-        self.gradient_buffer = self.add_weight(
-            shape=(self.num_tasks, gradient_dim), initializer="zeros", trainable=False,
-            name="gradient_average")
-        if locked:
-            self._tracker.lock()
+        with compat.adding_state_after_build(self):
+            self.gradient_buffer = self.add_weight(
+                shape=(self.num_tasks, gradient_dim), initializer="zeros", trainable=False,
+                name="gradient_average")
 
     def objective_scales(self, losses):
         losses = ops.cast(losses, "float32")  # (T,)

@@ -110,7 +110,7 @@ class LossWeighting(Weighting):
 class GradientWeighting(Weighting):
     """A weighting that combines per-task gradients into one direction.
 
-    The train step (`keras_mtl.gradient_step`) computes, for every task t,
+    The train step (`keras_mtl.training.steps.gradient_balanced_step`) computes, for every task t,
     the gradient `g_t` of `loss_scales()[t] * L_t` with respect to the shared
     parameters (the trunk's trainable variables, flattened and
     concatenated) or, with `rep_grad=True`, with respect to the shared
