@@ -115,6 +115,26 @@ def test_pyramid_levels_are_mapped_by_stride_not_by_name():
         np.testing.assert_allclose(features[ours], reference[theirs], rtol=1e-4, atol=1e-4)
 
 
+def test_efficientnet_drops_stride_2_and_pools_the_missing_p5():
+    backbone = keras_hub.models.EfficientNetBackbone(  # maps at strides 2, 4, 8, 16
+        stackwise_kernel_sizes=[3, 3, 3, 3], stackwise_num_repeats=[1, 1, 1, 1],
+        stackwise_input_filters=[8, 8, 16, 16], stackwise_output_filters=[8, 16, 16, 24],
+        stackwise_expansion_ratios=[1, 2, 2, 2],
+        stackwise_squeeze_and_excite_ratios=[0.0, 0.0, 0.25, 0.25],
+        stackwise_strides=[1, 2, 2, 2], stackwise_block_types=["fused", "fused", "unfused",
+                                                                "unfused"],
+        stackwise_force_input_filters=[0] * 4, stackwise_nores_option=[False] * 4,
+        stackwise_width_coefficients=[1.0] * 4, stackwise_depth_coefficients=[1.0] * 4,
+        num_features=32)
+    trunk = trunks.get(backbone, input_shape=(SIZE, SIZE, 3))
+    features = assert_pyramid(trunk, channels={"P2": 16, "P3": 16, "P4": 32, "P5": 32})
+    reference = keras.Model(backbone.inputs, backbone.pyramid_outputs)(
+        trunks.ImagePreprocessing("torch")(pixels(2)))
+    np.testing.assert_allclose(features["P2"], reference["P2"], rtol=1e-4, atol=1e-4)
+    pooled = np.asarray(reference["P4"]).reshape(2, 1, 2, 1, 2, 32).max(axis=(2, 4))
+    np.testing.assert_allclose(features["P5"], pooled, rtol=1e-4, atol=1e-4)
+
+
 def test_dinov2_patch_14_is_resized_to_stride_16():
     backbone = keras_hub.models.DINOV2Backbone(
         patch_size=14, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
