@@ -81,6 +81,9 @@ def get(identifier, input_shape=(224, 224, 3), weights=None, trainable=True,
 
     Raises:
         ValueError: unknown name, or a user model without the four strides.
+        ImportError: a KerasHub trunk without keras-hub installed.
+        RuntimeError: a KerasHub preset that cannot be downloaded (the
+            message says how to load it from a folder instead).
     """
     if is_keras_hub_backbone(identifier):
         trunk = from_keras_hub(identifier, input_shape=input_shape, preprocessing=preprocessing)

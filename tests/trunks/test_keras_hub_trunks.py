@@ -1,5 +1,7 @@
 """KerasHub backbones as trunks: built from config (no download) or from a preset folder."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -222,6 +224,12 @@ def test_offline_preset_error_says_how_to_load_from_a_folder(monkeypatch):
 def test_bad_presets_and_weights_are_clear_errors(preset, weights, match):
     with pytest.raises(ValueError, match=match):
         trunks.get(f"keras_hub:{preset}", input_shape=(SIZE, SIZE, 3), weights=weights)
+
+
+def test_without_keras_hub_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # `import keras_hub` now fails
+    with pytest.raises(ImportError, match=r"pip install 'keras_mtl\[hub\]'"):
+        trunks.get("keras_hub:resnet_18_imagenet", input_shape=(SIZE, SIZE, 3))
 
 
 def test_fixed_size_backbone_refuses_another_input_shape():
