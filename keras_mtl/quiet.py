@@ -22,9 +22,18 @@ brings every line back:
 
 Example:
 
->>> import os
->>> os.environ["KERAS_MTL_VERBOSE"] = "1"   # before `import keras_mtl`: every log line
->>> import keras_mtl
+>>> is_cpp_log_line("I0000 00:00:1795789087.768532   20146 cudart_stub.cc:31] Could not find")
+True
+>>> is_cpp_log_line("Epoch 1/2")
+False
+
+Every line back, in Python (before anything imports TensorFlow):
+
+```python
+import os
+os.environ["KERAS_MTL_VERBOSE"] = "1"
+import keras_mtl
+```
 """
 
 import contextlib

@@ -8,8 +8,16 @@ the trunk from what this module loads.
 
 Example:
 
->>> backbone = load_backbone("/data/presets/resnet_18", input_shape=(64, 64, 3))
->>> layer = preprocessing_layer(preset="/data/presets/resnet_18")  # its image converter
+>>> layer = preprocessing_layer("torch")  # ImageNet mean/std on 0..1 pixels
+>>> [round(float(v), 3) for v in layer(np.full((1, 1, 1, 3), 255, "uint8"))[0, 0, 0]]
+[2.249, 2.429, 2.64]
+
+A preset folder (a built-in name needs the network):
+
+```python
+backbone = load_backbone("/data/presets/resnet_18", input_shape=(64, 64, 3))
+layer = preprocessing_layer(preset="/data/presets/resnet_18")  # its image converter
+```
 """
 
 import os

@@ -10,13 +10,14 @@ same way. The preset's image converter (scale and offset, i.e. mean and
 std) runs inside the model, so the trunk takes raw 0..255 pixels like every
 keras_mtl trunk; presets are loaded by `keras_mtl.trunks.keras_hub_presets`.
 
-Example:
+Example (presets need the network, or a folder written by `save_to_preset`):
 
->>> import keras_hub
->>> backbone = keras_hub.models.ResNetBackbone.from_preset("resnet_18_imagenet")
->>> model = keras_mtl.build_mtl(tasks, trunk=backbone, input_shape=(224, 224, 3))
->>> model = keras_mtl.build_mtl(tasks, trunk="keras_hub:resnet_18_imagenet")
->>> model = keras_mtl.build_mtl(tasks, trunk="keras_hub:/data/presets/my_resnet")
+```python
+backbone = keras_hub.models.ResNetBackbone.from_preset("resnet_18_imagenet")
+model = keras_mtl.build_mtl(tasks, trunk=backbone, input_shape=(224, 224, 3))
+model = keras_mtl.build_mtl(tasks, trunk="keras_hub:resnet_18_imagenet")
+model = keras_mtl.build_mtl(tasks, trunk="keras_hub:/data/presets/my_resnet")
+```
 """
 
 import os
@@ -159,6 +160,7 @@ def from_keras_hub(backbone, input_shape=None, weights="imagenet", preprocessing
 
     Example:
 
+    >>> import keras_hub
     >>> backbone = keras_hub.models.ViTBackbone(
     ...     image_shape=(32, 32, 3), patch_size=16, num_layers=1, num_heads=2,
     ...     hidden_dim=16, mlp_dim=32)
