@@ -135,9 +135,6 @@ class GO4Align(LossWeighting):
             self.weights_variable.assign(ops.where(labelled, weights, self.weights_variable))
         return ops.sum(weights * losses * present)
 
-    def compute_weights(self, losses, present, training):
-        raise NotImplementedError("GO4Align computes its weights in call().")
-
     def get_config(self):
         return {**super().get_config(), "num_groups": self.num_groups,
                 "robust_step_size": self.robust_step_size, "epsilon": self.epsilon}

@@ -64,8 +64,5 @@ class IMTLL(LossWeighting):
                 ops.where(present > 0.0, ops.stop_gradient(scales), self.weights_variable))
         return ops.sum(present * (scales * losses - log_scales))
 
-    def compute_weights(self, losses, present, training):
-        return ops.exp(ops.convert_to_tensor(self.log_scales))
-
     def get_config(self):
         return {**super().get_config(), "initial_log_scale": self.initial_log_scale}

@@ -97,9 +97,6 @@ class PenaltyBoundaryIntersection(LossWeighting):
             self.weights_variable.assign(ops.where(present > 0.0, weights, self.weights_variable))
         return total
 
-    def compute_weights(self, losses, present, training):
-        raise NotImplementedError("PenaltyBoundaryIntersection computes its weights in call().")
-
     def get_config(self):
         return {**super().get_config(), "theta": self.theta, "preferences": self.preferences,
                 "reference": self.reference}
