@@ -22,7 +22,7 @@ def test_orthogonal_closed_form(helpers):
 def test_weights_solve_the_fairness_equation():
     solve = tf.function(fair_weights)
     rng = np.random.default_rng(2)
-    for num_tasks in (2, 3, 5):
+    for num_tasks in (3, 5):
         grads = rng.normal(size=(num_tasks, 8)) * rng.exponential(3.0, size=(num_tasks, 1))
         gram = grads @ grads.T  # scales up to ~10x apart: conflicting and unbalanced
         for alpha in ALPHAS:
