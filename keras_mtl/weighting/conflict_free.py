@@ -54,7 +54,8 @@ class ConFIG(GradientWeighting):
     Example:
 
     >>> weighting = ConFIG()
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32"))  # (1.5, 1.5)
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32")), 4)
+    array([1.5, 1.5], dtype=float32)
     """
 
     def __init__(self, rcond=1e-5, rep_grad=False, **kwargs):

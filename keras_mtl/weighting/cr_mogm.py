@@ -41,10 +41,9 @@ class CRMOGM(GradientWeighting):
 
     Example:
 
-    >>> weighting = CRMOGM(alpha=0.5)
-    >>> weighting.set_tasks([Classification("a", 2), Classification("b", 2)])
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32"))  # lambda (0.65, 0.35)
-    <tf.Tensor: shape=(2,), dtype=float32, numpy=array([0.65, 0.7 ], dtype=float32)>
+    >>> weighting = CRMOGM(alpha=0.5)  # lambda = (0.5, 0.5) / 2 + MGDA's (0.8, 0.2) / 2
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32")), 4)
+    array([0.65, 0.7 ], dtype=float32)
     """
 
     def __init__(self, alpha=0.9, rep_grad=False, **kwargs):

@@ -42,8 +42,9 @@ class DualProj(GradientWeighting):
 
     Example:
 
-    >>> weighting = DualProj(reg_eps=0.0)
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [-2.0, 0.5]], "float32"))  # (0, 0.25)
+    >>> weighting = DualProj(reg_eps=0.0)  # the mean (-0.5, 0.25) conflicts with (1, 0)
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [-2.0, 0.5]], "float32")), 4)
+    array([0.  , 0.25], dtype=float32)
     """
 
     def __init__(self, norm_eps=1e-4, reg_eps=1e-4, rep_grad=False, **kwargs):

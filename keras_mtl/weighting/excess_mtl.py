@@ -49,10 +49,11 @@ class ExcessMTL(GradientWeighting):
 
     Example:
 
+    >>> from keras_mtl.tasks import Classification
     >>> weighting = ExcessMTL()
     >>> weighting.set_tasks([Classification("a", 2), Classification("b", 2)])
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32"))  # baseline: the sum
-    <tf.Tensor: shape=(2,), dtype=float32, numpy=array([1., 2.], dtype=float32)>
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32")), 4)  # the sum
+    array([1., 2.], dtype=float32)
     """
 
     supports_rep_grad = False

@@ -125,8 +125,9 @@ class FairGrad(GradientWeighting):
 
     Example:
 
-    >>> weighting = FairGrad(alpha=1.0)
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32"))  # w = (1, 1/2): (1, 1)
+    >>> weighting = FairGrad(alpha=1.0)  # w = (1, 1/2): G w = (1, 2) = 1 / w
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32")), 4)
+    array([1., 1.], dtype=float32)
     """
 
     supports_rep_grad = False

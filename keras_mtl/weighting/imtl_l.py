@@ -38,6 +38,7 @@ class IMTLL(LossWeighting):
 
     Example:
 
+    >>> from keras_mtl.tasks import Classification
     >>> weighting = IMTLL()
     >>> weighting.set_tasks([Classification("a", 2), Classification("b", 2)])
     >>> float(weighting(np.array([1.0, 2.0]), np.ones(2)))  # s = 0: 1 + 2

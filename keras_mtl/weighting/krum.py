@@ -48,9 +48,10 @@ class Krum(GradientWeighting):
 
     Example:
 
-    >>> weighting = Krum(n_byzantine=1)
-    >>> grads = np.array([[1.0, 0.0], [1.2, 0.1], [0.9, -0.1], [-9.0, 9.0]], "float32")
-    >>> weighting.aggregate(grads)  # the first row: nearest to its 1 neighbour
+    >>> weighting = Krum()  # 4 - 0 - 2 = 2 neighbours: scores 0.4, 0.7, 0.5 and ~25
+    >>> grads = np.array([[1.0, 0.0], [1.3, 0.0], [0.9, 0.0], [-9.0, 9.0]], "float32")
+    >>> np.round(weighting.aggregate(grads), 4)
+    array([1., 0.], dtype=float32)
     """
 
     def __init__(self, n_byzantine=0, n_selected=1, rep_grad=False, **kwargs):

@@ -58,10 +58,12 @@ class MoCo(GradientWeighting):
 
     Example:
 
+    >>> from keras_mtl.tasks import Classification
     >>> weighting = MoCo()
     >>> weighting.set_tasks([Classification("a", 2), Classification("b", 2)])
-    >>> weighting.aggregate(np.array([[2.0, 0.0], [0.0, 2.0]], "float32"), np.ones(2, "float32"))
-    <tf.Tensor: shape=(2,), dtype=float32, numpy=array([0.25, 0.25], dtype=float32)>
+    >>> grads = np.array([[2.0, 0.0], [0.0, 2.0]], "float32")
+    >>> np.round(weighting.aggregate(grads, np.ones(2, "float32")), 4)  # y = g / (2 ||g||)
+    array([0.25, 0.25], dtype=float32)
     """
 
     supports_rep_grad = False

@@ -49,10 +49,12 @@ class MoDo(GradientWeighting):
 
     Example:
 
+    >>> from keras_mtl.tasks import Classification
     >>> weighting = MoDo(gamma=0.1, rho=0.0)
     >>> weighting.set_tasks([Classification("a", 2), Classification("b", 2)])
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32"))  # lambda (0.575, 0.425)
-    <tf.Tensor: shape=(2,), dtype=float32, numpy=array([0.575, 0.85 ], dtype=float32)>
+    >>> grads = np.array([[1.0, 0.0], [0.0, 2.0]], "float32")
+    >>> np.round(weighting.aggregate(grads), 4)  # lambda = proj((0.45, 0.3)) = (0.575, 0.425)
+    array([0.575, 0.85 ], dtype=float32)
     """
 
     supports_rep_grad = False

@@ -49,10 +49,11 @@ class PenaltyBoundaryIntersection(LossWeighting):
 
     Example:
 
+    >>> from keras_mtl.tasks import Classification
     >>> weighting = PenaltyBoundaryIntersection(theta=5.0)
     >>> weighting.set_tasks([Classification("a", 2), Classification("b", 2)])
-    >>> float(weighting(np.array([1.0, 1.0]), np.ones(2)))  # on the ray: d1 = sqrt(2), d2 ~ 0
-    1.41422...
+    >>> round(float(weighting(np.array([1.0, 3.0]), np.ones(2))), 4)  # 2 sqrt 2 + 5 sqrt 2
+    9.8995
     """
 
     def __init__(self, theta=5.0, preferences=None, reference=None, **kwargs):

@@ -57,9 +57,12 @@ class SDMGrad(GradientWeighting):
 
     Example:
 
-    >>> weighting = SDMGrad(lamda=0.0, learning_rate=0.5, iterations=200)
+    >>> from keras_mtl.tasks import Classification
+    >>> weighting = SDMGrad(lamda=0.0, learning_rate=0.5, iterations=60)
     >>> weighting.set_tasks([Classification("a", 2), Classification("b", 2)])
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32"))  # MGDA: (0.8, 0.4)
+    >>> grads = np.array([[1.0, 0.0], [0.0, 2.0]], "float32")
+    >>> np.round(weighting.aggregate(grads), 4)  # lambda = 0: MGDA's min-norm point
+    array([0.8, 0.4], dtype=float32)
     """
 
     supports_rep_grad = False

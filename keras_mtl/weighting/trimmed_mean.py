@@ -36,8 +36,9 @@ class TrimmedMean(GradientWeighting):
 
     Example:
 
-    >>> weighting = TrimmedMean(trim_number=1)
-    >>> weighting.aggregate(np.array([[1.0, 9.0], [2.0, 0.0], [7.0, 1.0]], "float32"))  # (2, 1)
+    >>> weighting = TrimmedMean(trim_number=1)  # three tasks: the coordinate-wise median
+    >>> np.round(weighting.aggregate(np.array([[1.0, 9.0], [2.0, 0.0], [7.0, 1.0]], "float32")), 4)
+    array([2., 1.], dtype=float32)
     """
 
     def __init__(self, trim_number=1, rep_grad=False, **kwargs):
