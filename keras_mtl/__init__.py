@@ -5,10 +5,18 @@ Example:
 >>> import keras_mtl as mtl
 >>> model = mtl.build_mtl(
 ...     [mtl.tasks.Classification("label", 3), mtl.tasks.Segmentation("mask", 4)],
-...     trunk="tiny_resnet", weights=None, input_shape=(64, 64, 3),
+...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3),
 ...     weighting="uncertainty")
->>> model.compile(optimizer="adam", jit_compile=True)
->>> model.fit(mtl.data.shapes.make_dataset(256), epochs=1)
+>>> model.task_names
+['label', 'mask']
+
+Training it (an epoch on the synthetic shapes data):
+
+```python
+model.compile(optimizer="adam", jit_compile=True)
+model.fit(mtl.data.shapes.make_dataset(256, image_size=32, tasks=["label", "mask"]),
+          epochs=1)
+```
 """
 
 __version__ = "0.1.0"

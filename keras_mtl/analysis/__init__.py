@@ -14,9 +14,11 @@
 
 Example:
 
->>> model.compile(optimizer=keras.optimizers.SGD(0.01))
->>> affinity = keras_mtl.analysis.task_affinity(model, train, steps=40, interval=4)
->>> keras_mtl.analysis.propose_groups(affinity, 2, model.task_names)
+```python
+model.compile(optimizer=keras.optimizers.SGD(0.01))
+affinity = keras_mtl.analysis.task_affinity(model, train, steps=40, interval=4)
+keras_mtl.analysis.propose_groups(affinity, 2, model.task_names)
+```
 """
 
 import json
@@ -83,9 +85,11 @@ def analyse(model, data, output_dir=None, steps=50, interval=5, learning_rate=No
 
     Example:
 
-    >>> model.compile(optimizer=keras.optimizers.AdamW(1e-3))
-    >>> report = analyse(model, train, "runs/shapes", steps=50)
-    >>> report["affinity"], report["conflict_fraction"]
+    ```python
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    report = analyse(model, train, "runs/shapes", steps=50)
+    report["affinity"], report["conflict_fraction"]
+    ```
     """
     saved = None
     if restore:

@@ -123,9 +123,11 @@ def task_affinity(model, data, steps=100, interval=1, learning_rate=None, train=
 
     Example:
 
-    >>> model.compile(optimizer=keras.optimizers.SGD(0.01))
-    >>> affinity = task_affinity(model, train_ds, steps=50, interval=5)
-    >>> keras_mtl.analysis.propose_groups(affinity, 2, model.task_names)
+    ```python
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    affinity = task_affinity(model, train_ds, steps=50, interval=5)
+    keras_mtl.analysis.propose_groups(affinity, 2, model.task_names)
+    ```
     """
     if int(steps) < 1 or int(interval) < 1:
         raise ValueError(f"steps and interval must be >= 1, got {steps} and {interval}.")

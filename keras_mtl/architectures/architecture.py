@@ -26,7 +26,8 @@ class SharedParts:
 
     Example:
 
-    >>> parts = SharedParts([trunk], keras.tree.flatten(trunk_outputs))
+    >>> trunk = keras_mtl.trunks.get("micro_resnet", input_shape=(32, 32, 3))
+    >>> parts = SharedParts([trunk], keras.tree.flatten(trunk.output))
     >>> parts.variables() == trunk.trainable_variables
     True
     """

@@ -172,6 +172,8 @@ class Cascade(Architecture):
     ...     [tasks.Detection("objects", 3), tasks.Segmentation("mask", 4)],
     ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3),
     ...     architecture=Cascade(depends_on={"mask": "objects"}))
+    >>> [layer.name for layer in model.layers if layer.name.startswith("mask_from_objects")]
+    ['mask_from_objects_P5', 'mask_from_objects_P4', 'mask_from_objects_P3', 'mask_from_objects_P2']
     """
 
     def __init__(self, depends_on=None, stop_gradient=True):

@@ -26,6 +26,7 @@ def clone_trunk(trunk, name):
 
     Example:
 
+    >>> trunk = keras_mtl.trunks.get("micro_resnet", input_shape=(32, 32, 3))
     >>> column = clone_trunk(trunk, "trunk_copy")
     >>> len(column.weights) == len(trunk.weights)
     True

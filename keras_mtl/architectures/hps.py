@@ -20,6 +20,8 @@ class HardParameterSharing(Architecture):
     ...     [tasks.Classification("c", 2), tasks.Segmentation("s", 3)],
     ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3),
     ...     architecture="hps")
+    >>> [layer.name for layer in model.layers if layer.name.startswith("trunk")]
+    ['trunk_micro_resnet']
     """
 
     def build(self, images, trunk, tasks, image_shape):

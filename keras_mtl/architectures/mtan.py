@@ -42,6 +42,8 @@ class MTAN(Architecture):
     ...     [tasks.Classification("c", 2), tasks.Segmentation("s", 3)],
     ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3),
     ...     architecture=MTAN(reduction=4))
+    >>> len([layer for layer in model.layers if layer.name.endswith("_mask")])  # tasks x levels
+    8
     """
 
     def __init__(self, levels=LEVELS, reduction=4):

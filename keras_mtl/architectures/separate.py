@@ -26,6 +26,8 @@ class Separate(Architecture):
     ...     [tasks.Classification("c", 2), tasks.Segmentation("s", 3)],
     ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3),
     ...     architecture="separate")
+    >>> sorted(layer.name for layer in model.layers if layer.name.startswith("trunk"))
+    ['trunk_micro_resnet', 'trunk_micro_resnet_s']
     """
 
     def build(self, images, trunk, tasks, image_shape):
