@@ -19,7 +19,12 @@ from keras_mtl.data import shapes
 
 SIZE = 32
 # Architectures that need arguments to build with the tasks of `make_tasks`.
-ARGUMENTS = {"cascade": {"depends_on": {"mask": "label"}}}
+ARGUMENTS = {"cascade": {"depends_on": {"mask": "label"}},
+             # Mixtures of experts kept small (a fast run); each level's wiring is the same.
+             "mmoe": {"num_experts": 2, "levels": ("P5",)},
+             "cgc": {"num_shared_experts": 1, "levels": ("P5",)},
+             "ple": {"num_shared_experts": 1, "levels": ("P5",)},
+             "dselect_k": {"num_experts": 3, "levels": ("P5",)}}
 
 
 def make_tasks(detection=False):
@@ -56,8 +61,8 @@ def raw_outputs(model, images):
 
 # --- registry ------------------------------------------------------------------------------
 def test_registry_lists_every_architecture_and_names_the_valid_ones():
-    assert architectures.names() == ["adapters", "cascade", "cross_stitch", "hps", "mtan",
-                                     "separate"]
+    assert architectures.names() == ["adapters", "cascade", "cgc", "cross_stitch", "dselect_k",
+                                     "hps", "mmoe", "mtan", "ple", "separate"]
     with pytest.raises(ValueError, match="Valid names: adapters, cascade"):
         architectures.get("soft_sharing")
     mtan = architectures.MTAN(reduction=2)
@@ -121,6 +126,12 @@ def test_what_each_architecture_shares():
     assert shared["separate"] == (0, 0)
     # Cross-stitch cut into stages: two columns and one unit per level; no feature cut.
     assert shared["cross_stitch"] == (2 * trunk_size + 4, 0)
+    # Experts (conv kernel, BN gamma and beta) on P5 add to the trunk; the cut is P2..P5.
+    assert shared["mmoe"] == (trunk_size + 2 * 3, 4)
+    assert shared["dselect_k"] == (trunk_size + 3 * 3, 4)
+    assert shared["cgc"] == (trunk_size + 3, 4)  # the private experts are not shared
+    # PLE's lower layer: shared and private experts and the shared gate; top: shared expert.
+    assert shared["ple"] == (trunk_size + 3 + 2 * 3 + 2 + 3, 4)
 
 
 # --- columns -------------------------------------------------------------------------------

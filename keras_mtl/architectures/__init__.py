@@ -12,6 +12,14 @@ instance; `build_mtl(..., architecture=...)` and `MultiTaskModel` call it.
 | `cascade`      | `Cascade`              | the trunk; a head reads other heads' predictions   |
 | `adapters`     | `ResidualAdapters`     | a (frozen) trunk; per-task residual adapters       |
 | `separate`     | `Separate`             | nothing: one trunk per task                        |
+| `mmoe`         | `MMoE`                 | trunk + experts per level; a softmax gate per task |
+| `cgc`          | `CGC`                  | trunk + shared experts; private experts per task   |
+| `ple`          | `PLE`                  | stacked CGC layers joined by shared gates          |
+| `dselect_k`    | `DSelectK`             | MMoE experts; k-sparse smooth-step selector gates  |
+
+The mixture-of-experts architectures (`mmoe`, `cgc`, `ple`, `dselect_k`)
+put their experts on the trunk's pyramid levels; `gate_loads(model,
+images)` reports each task's mean gate weight per expert.
 
 Each is built with the Functional API inside the `MultiTaskModel`, so the
 model saves, reloads and exports as usual, and tells gradient-based
@@ -25,16 +33,24 @@ Example:
 ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3),
 ...     architecture="mtan", weighting="pcgrad")
 >>> keras_mtl.architectures.names()
-['adapters', 'cascade', 'cross_stitch', 'hps', 'mtan', 'separate']
+['adapters', 'cascade', 'cgc', 'cross_stitch', 'dselect_k', 'hps', 'mmoe', 'mtan', 'ple',
+ 'separate']
 """
 
 from keras_mtl.architectures.adapters import ResidualAdapters
 from keras_mtl.architectures.architecture import Architecture, SharedParts
 from keras_mtl.architectures.cascade import Cascade, PredictionMap, dependency_order
+from keras_mtl.architectures.cgc import CGC
 from keras_mtl.architectures.columns import clone_trunk, split_stages
 from keras_mtl.architectures.cross_stitch import CrossStitch, CrossStitchUnit
+from keras_mtl.architectures.dselect_k import DSelectK
+from keras_mtl.architectures.experts import ExpertMixture, expert_block
+from keras_mtl.architectures.gate_loads import gate_loads
+from keras_mtl.architectures.gates import DSelectGate, SoftmaxGate, smooth_step
 from keras_mtl.architectures.hps import HardParameterSharing
+from keras_mtl.architectures.mmoe import MMoE
 from keras_mtl.architectures.mtan import MTAN
+from keras_mtl.architectures.ple import PLE
 from keras_mtl.architectures.separate import Separate
 from keras_mtl.registry import Registry
 
@@ -45,6 +61,10 @@ ARCHITECTURES.register("cross_stitch")(CrossStitch)
 ARCHITECTURES.register("cascade")(Cascade)
 ARCHITECTURES.register("adapters")(ResidualAdapters)
 ARCHITECTURES.register("separate")(Separate)
+ARCHITECTURES.register("mmoe")(MMoE)
+ARCHITECTURES.register("cgc")(CGC)
+ARCHITECTURES.register("ple")(PLE)
+ARCHITECTURES.register("dselect_k")(DSelectK)
 
 
 def names():
@@ -67,7 +87,9 @@ def get(identifier, **kwargs):
 
 
 __all__ = [
-    "ARCHITECTURES", "Architecture", "Cascade", "CrossStitch", "CrossStitchUnit",
-    "HardParameterSharing", "MTAN", "PredictionMap", "ResidualAdapters", "Separate",
-    "SharedParts", "clone_trunk", "dependency_order", "get", "names", "split_stages",
+    "ARCHITECTURES", "Architecture", "CGC", "Cascade", "CrossStitch", "CrossStitchUnit",
+    "DSelectGate", "DSelectK", "ExpertMixture", "HardParameterSharing", "MMoE", "MTAN", "PLE",
+    "PredictionMap", "ResidualAdapters", "Separate", "SharedParts", "SoftmaxGate",
+    "clone_trunk", "dependency_order", "expert_block", "gate_loads", "get", "names",
+    "smooth_step", "split_stages",
 ]
