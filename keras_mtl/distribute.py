@@ -27,17 +27,19 @@ wanted (Keras' `"auto"` turns XLA off under a strategy; the model then
 compiles its replica-local forward and backward passes itself, see
 `MultiTaskModel.compiled_per_replica`).
 
-Example:
+Example (a program of its own: the logical CPUs must be set before any TensorFlow op):
 
->>> from keras_mtl import distribute
->>> distribute.set_logical_cpus(2)          # first thing in the program
->>> strategy = distribute.make_strategy("mirrored")
->>> with strategy.scope():
-...     model = keras_mtl.build_mtl(tasks, trunk="micro_resnet", weights=None,
-...                                 input_shape=(32, 32, 3))
-...     distribute.synchronize_batch_norm(model)
-...     model.compile(optimizer="sgd", jit_compile=True)
->>> model.fit(dataset_of_global_batches, epochs=1)
+```python
+from keras_mtl import distribute
+distribute.set_logical_cpus(2)          # first thing in the program
+strategy = distribute.make_strategy("mirrored")
+with strategy.scope():
+    model = keras_mtl.build_mtl(tasks, trunk="micro_resnet", weights=None,
+                                input_shape=(32, 32, 3))
+    distribute.synchronize_batch_norm(model)
+    model.compile(optimizer="sgd", jit_compile=True)
+model.fit(dataset_of_global_batches, epochs=1)
+```
 """
 
 import contextlib
@@ -163,6 +165,8 @@ def local_tf_config(ports, index):
 
     >>> ports = free_ports(2)
     >>> env = {**os.environ, "TF_CONFIG": local_tf_config(ports, 0)}  # worker 0
+    >>> json.loads(env["TF_CONFIG"])["task"]
+    {'type': 'worker', 'index': 0}
     """
     return json.dumps({
         "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},

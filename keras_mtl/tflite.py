@@ -24,12 +24,14 @@ Quantization:
   (images from the training pipeline); input and output stay float32, ops
   without an int8 kernel (decoding) run in float.
 
-Example:
+Example (conversion takes seconds; `images` is a batch of the model's input):
 
->>> export_tflite(model, "model.tflite")
->>> export_tflite(model, "model_int8.tflite", quantization="int8",
-...               representative_data=train_ds)
->>> report = check_tflite("model.tflite", "export/1", images)   # vs the SavedModel
+```python
+export_tflite(model, "model.tflite")
+export_tflite(model, "model_int8.tflite", quantization="int8",
+              representative_data=train_ds)
+report = check_tflite("model.tflite", "export/1", images)   # vs the SavedModel
+```
 """
 
 import os

@@ -61,8 +61,10 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     Example:
 
-    >>> backup = BackupAndRestore("/tmp/backup", save_freq=50)
-    >>> model.fit(train, epochs=10, callbacks=[backup])   # killed, then run again: resumes
+    ```python
+    backup = BackupAndRestore("/tmp/backup", save_freq=50)
+    model.fit(train, epochs=10, callbacks=[backup])   # killed, then run again: resumes
+    ```
     """
 
     def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True, data="epoch",

@@ -63,10 +63,12 @@ class GradientConflictMonitor(keras.callbacks.Callback):
 
     Example:
 
-    >>> monitor = GradientConflictMonitor(next(iter(train)), interval=50)
-    >>> history = model.fit(train, epochs=3, callbacks=[monitor])
-    >>> history.history["conflict/label_mask"], history.history["conflict_fraction"]
-    >>> keras_mtl.analysis.plot_gradient_conflict(monitor, "conflict.png")
+    ```python
+    monitor = GradientConflictMonitor(next(iter(train)), interval=50)
+    history = model.fit(train, epochs=3, callbacks=[monitor])
+    history.history["conflict/label_mask"], history.history["conflict_fraction"]
+    keras_mtl.analysis.plot_gradient_conflict(monitor, "conflict.png")
+    ```
     """
 
     def __init__(self, data=None, interval=50, on="parameters", log_dir=None, jit_compile=False,

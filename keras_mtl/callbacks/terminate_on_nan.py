@@ -62,12 +62,14 @@ class TerminateOnNonFiniteLoss(keras.callbacks.Callback):
 
     Example:
 
-    >>> callbacks = [TerminateOnNonFiniteLoss(),
-    ...              keras.callbacks.ModelCheckpoint("ckpt.weights.h5", save_weights_only=True)]
-    >>> try:
-    ...     model.fit(data, epochs=10, callbacks=callbacks)
-    ... except NonFiniteLossError as error:
-    ...     print(error.task, error.step)       # ckpt.weights.h5 holds the last good epoch
+    ```python
+    callbacks = [TerminateOnNonFiniteLoss(),
+                 keras.callbacks.ModelCheckpoint("ckpt.weights.h5", save_weights_only=True)]
+    try:
+        model.fit(data, epochs=10, callbacks=callbacks)
+    except NonFiniteLossError as error:
+        print(error.task, error.step)       # ckpt.weights.h5 holds the last good epoch
+    ```
     """
 
     def __init__(self, raise_error=True, task_names=None, verbose=1):

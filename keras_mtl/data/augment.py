@@ -20,14 +20,16 @@ leave to the caller:
 (keras#23518). Scale jitter is `RandomZoom` (about the centre) followed by
 `RandomTranslation`, which together give a random scale and crop.
 
-Example:
+Example (tracing the augmentation layers into the `tf.data` map takes seconds):
 
->>> from keras_mtl.data import augment, shapes
->>> augmentation = augment.JointAugmentation(detection="objects", segmentation="mask")
->>> ds = shapes.make_dataset(8, image_size=32).map(augmentation)
->>> images, targets = next(iter(ds))
->>> images.dtype, targets["mask"].dtype
-(tf.float32, tf.int32)
+```python
+from keras_mtl.data import augment, shapes
+augmentation = augment.JointAugmentation(detection="objects", segmentation="mask")
+ds = shapes.make_dataset(8, image_size=32).map(augmentation)
+images, targets = next(iter(ds))
+images.dtype, targets["mask"].dtype
+# (tf.float32, tf.int32)
+```
 """
 
 import keras
@@ -81,8 +83,10 @@ class JointAugmentation:
 
     Example:
 
-    >>> augmentation = JointAugmentation.from_tasks(model.tasks, scale_range=(0.7, 1.4))
-    >>> train = train.map(augmentation, num_parallel_calls=tf.data.AUTOTUNE)
+    ```python
+    augmentation = JointAugmentation.from_tasks(model.tasks, scale_range=(0.7, 1.4))
+    train = train.map(augmentation, num_parallel_calls=tf.data.AUTOTUNE)
+    ```
     """
 
     def __init__(self, detection=None, segmentation=None, bounding_box_format="xyxy",

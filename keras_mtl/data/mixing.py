@@ -19,11 +19,13 @@ without labels for a task gives it zero loss and zero gradient).
 
 Example:
 
->>> masks_only = pennfudan.load_pennfudan(DIR, tasks=["person"], batched=False)
->>> boxes_only = voc_boxes.map(...)                          # (image, {"pedestrians": ...})
->>> train = mix_datasets([masks_only, boxes_only], model.tasks, weights=[0.3, 0.7],
-...                      batch_size=16, seed=0)
->>> images, targets, sample_weights = next(iter(train))     # every task in every batch
+```python
+masks_only = pennfudan.load_pennfudan(DIR, tasks=["person"], batched=False)
+boxes_only = voc_boxes.map(...)                          # (image, {"pedestrians": ...})
+train = mix_datasets([masks_only, boxes_only], model.tasks, weights=[0.3, 0.7],
+                     batch_size=16, seed=0)
+images, targets, sample_weights = next(iter(train))     # every task in every batch
+```
 """
 
 import tensorflow as tf
@@ -227,9 +229,14 @@ def mix_datasets(datasets, tasks, weights=None, batch_size=None, seed=None,
 
     Example:
 
-    >>> masks = shapes.make_dataset(64, tasks=["mask"], batch_size=8)
-    >>> boxes = shapes.make_dataset(64, tasks=["objects"], seed=1, batch_size=8)
-    >>> mixed = mix_datasets([masks, boxes], tasks, weights=[0.5, 0.5], batch_size=16)
+    ```python
+    from keras_mtl.data import shapes
+
+    masks = shapes.make_dataset(64, tasks=["mask"], batch_size=8)
+    boxes = shapes.make_dataset(64, tasks=["objects"], seed=1, batch_size=8)
+    mixed = mix_datasets([masks, boxes], model.tasks, weights=[0.5, 0.5], batch_size=16)
+    images, targets, sample_weights = next(iter(mixed))  # weight 0 where unlabelled
+    ```
     """
     datasets = [_examples(ds) for ds in datasets]
     if not datasets:

@@ -23,13 +23,15 @@ order (34 images: 14 Fudan + 20 Penn), so both campuses are in both splits;
 a contiguous split would put only Penn images in validation and make the
 campus label meaningless.
 
-Example:
+Example (needs the unzipped PennFudanPed folder):
 
->>> from keras_mtl.data import pennfudan
->>> train = pennfudan.load_pennfudan("../shared/data/PennFudanPed", "train", image_size=64)
->>> images, targets = next(iter(train))
->>> images.shape, sorted(targets)
-(TensorShape([8, 64, 64, 3]), ['campus', 'pedestrians', 'person'])
+```python
+from keras_mtl.data import pennfudan
+train = pennfudan.load_pennfudan("../shared/data/PennFudanPed", "train", image_size=64)
+images, targets = next(iter(train))
+images.shape, sorted(targets)
+# (TensorShape([8, 64, 64, 3]), ['campus', 'pedestrians', 'person'])
+```
 """
 
 import functools

@@ -26,11 +26,13 @@ then copy `~/tensorflow_datasets` or pass `data_dir=`). With
 `download=True` TFDS tries to download it (minutes of retries offline).
 `tensorflow_datasets` is imported only when a loader runs.
 
-Example:
+Example (needs the prepared data set, and the network for the ImageNet weights):
 
->>> from keras_mtl.data import tfds_datasets
->>> train = tfds_datasets.load_oxford_pets("train[:85%]", image_size=128, data_dir="~/tfds")
->>> model = keras_mtl.build_mtl(tfds_datasets.pets_tasks(), trunk="resnet50")
+```python
+from keras_mtl.data import tfds_datasets
+train = tfds_datasets.load_oxford_pets("train[:85%]", image_size=128, data_dir="~/tfds")
+model = keras_mtl.build_mtl(tfds_datasets.pets_tasks(), trunk="resnet50")
+```
 """
 
 import os

@@ -3,11 +3,13 @@ metrics (`evaluate_tasks`), delta-m and the single-task comparison (`compare`),
 efficiency figures (parameters, FLOPs, images/s), and the multi-seed leaderboard of
 methods against single-task baselines (`run_leaderboard`).
 
-Example:
+Example (`model` a trained detection model; evaluating it takes seconds):
 
->>> from keras_mtl.evaluation import evaluate_detection
->>> val = keras_mtl.data.shapes.make_dataset(500, seed=1)
->>> evaluate_detection(model, val, "objects")["map50"]  # doctest: +SKIP
+```python
+from keras_mtl.evaluation import evaluate_detection
+val = keras_mtl.data.shapes.make_dataset(500, seed=1)
+evaluate_detection(model, val, "objects")["map50"]
+```
 """
 
 from keras_mtl.evaluation.coco import DetectionMAPCallback, coco_map, evaluate_detection

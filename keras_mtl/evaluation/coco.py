@@ -94,7 +94,7 @@ def coco_map(ground_truth, predictions, bounding_box_format="xyxy", image_shape=
 
     >>> gt = {"boxes": np.array([[[10., 10., 30., 30.]]]), "labels": np.array([[0]])}
     >>> pred = {"boxes": gt["boxes"], "scores": np.array([[0.9]]), "labels": gt["labels"]}
-    >>> coco_map(gt, pred)["map"]
+    >>> round(coco_map(gt, pred)["map"], 6)
     1.0
     """
     from pycocotools.coco import COCO
@@ -297,13 +297,15 @@ def evaluate_detection(model, dataset, task_name=None, steps=None, class_names=N
     Returns:
         The dict of `coco_map`: `map` (mAP@[.5:.95]), `map50`, `map75`, ...
 
-    Example:
+    Example (inference and COCO evaluation, seconds on a CPU):
 
-    >>> model = keras_mtl.build_mtl([Detection("objects", 3)], trunk="micro_resnet",
-    ...                             weights=None, input_shape=(32, 32, 3))
-    >>> ds = keras_mtl.data.shapes.make_dataset(8, image_size=32, tasks=["objects"])
-    >>> sorted(evaluate_detection(model, ds))[:3]
-    ['ap50_per_class', 'ap_per_class', 'map']
+    ```python
+    model = keras_mtl.build_mtl([Detection("objects", 3)], trunk="micro_resnet",
+                                weights=None, input_shape=(32, 32, 3))
+    ds = keras_mtl.data.shapes.make_dataset(8, image_size=32, tasks=["objects"])
+    sorted(evaluate_detection(model, ds))[:3]
+    # ['ap50_per_class', 'ap_per_class', 'map']
+    ```
     """
     task = _detection_task(model, task_name)
     ground_truth, predictions = predict_detections(model, dataset, task.name, steps)
@@ -326,7 +328,9 @@ class DetectionMAPCallback(keras.callbacks.Callback):
 
     Example:
 
-    >>> model.fit(train_ds, epochs=3, callbacks=[DetectionMAPCallback(val_ds, "objects")])
+    ```python
+    model.fit(train_ds, epochs=3, callbacks=[DetectionMAPCallback(val_ds, "objects")])
+    ```
     """
 
     def __init__(self, validation_data, task_name=None, frequency=1, steps=None):

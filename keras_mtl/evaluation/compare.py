@@ -10,10 +10,12 @@ parameters, FLOPs per image, inference images/s and training time.
 
 Example:
 
->>> result = compare(tasks, train, val, trunk="tiny_resnet", weights=None,
-...                  input_shape=(128, 128, 3), epochs=10, steps_per_epoch=100)
->>> print(result.table())
->>> result.delta_m
+```python
+result = compare(tasks, train, val, trunk="tiny_resnet", weights=None,
+                 input_shape=(128, 128, 3), epochs=10, steps_per_epoch=100)
+print(result.table())
+result.delta_m
+```
 """
 
 import dataclasses

@@ -19,9 +19,18 @@ parameters add up; images/s of running the T models one after the other is
 
 Example:
 
->>> count_params(model), flops_per_image(model)
-(1523456, 458861870)
->>> images_per_second(model, batch_size=8)  # doctest: +SKIP
+>>> model = keras_mtl.build_mtl(
+...     [Classification("label", 3), Segmentation("mask", 4)],
+...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3))
+>>> count_params(model)
+67555
+
+Profiling and timing it (seconds: the profiler, then warm-up and timed runs):
+
+```python
+flops_per_image(model)                     # 5319281
+images_per_second(model, batch_size=8)
+```
 """
 
 import time
@@ -147,9 +156,11 @@ def efficiency_report(multi_task_model, single_task_models, batch_size=8, steps=
 
     Example:
 
-    >>> report = efficiency_report(mtl_model, {"a": model_a, "b": model_b}, measure_speed=False)
-    >>> report["ratio"]["params"] < 1.0
-    True
+    ```python
+    report = efficiency_report(mtl_model, {"a": model_a, "b": model_b}, measure_speed=False)
+    report["ratio"]["params"] < 1.0
+    # True
+    ```
     """
     if not isinstance(single_task_models, dict):
         single_task_models = {getattr(m, "name", str(i)): m

@@ -24,13 +24,18 @@ user's own data set works as ours do (`keras_mtl.data.pennfudan.leaderboard_data
 
 Example:
 
->>> def factory(seed):
-...     train = shapes.make_dataset(64, image_size=64, batch_size=8, seed=seed).repeat()
-...     val = shapes.make_dataset(32, image_size=64, batch_size=8, seed=1000)
-...     return LeaderboardData(shapes.make_tasks(), train, val)
->>> board = run_leaderboard(factory, ["equal", "famo", "imtl:rep_grad"], seeds=[0, 1, 2],
-...                         steps=200, results_path="runs/shapes.jsonl", trunk="micro_resnet")
->>> print(board.markdown())   # doctest: +SKIP
+```python
+from keras_mtl.data import shapes
+
+def factory(seed):
+    train = shapes.make_dataset(64, image_size=64, batch_size=8, seed=seed).repeat()
+    val = shapes.make_dataset(32, image_size=64, batch_size=8, seed=1000)
+    return LeaderboardData(shapes.make_tasks(), train, val)
+
+board = run_leaderboard(factory, ["equal", "famo", "imtl:rep_grad"], seeds=[0, 1, 2],
+                        steps=200, results_path="runs/shapes.jsonl", trunk="micro_resnet")
+print(board.markdown())
+```
 """
 
 import dataclasses

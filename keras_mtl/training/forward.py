@@ -27,9 +27,15 @@ class FeatureSplit:
 
     Example:
 
+    >>> model = keras_mtl.build_mtl(
+    ...     [Classification("c", 2), Segmentation("s", 3)],
+    ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3))
     >>> split = FeatureSplit(model)
+    >>> images = np.zeros((1, 32, 32, 3), "float32")
     >>> with tf.GradientTape() as tape:
     ...     features, leaves, outputs = split.run(images, tape, training=True)
+    >>> [tuple(feature.shape) for feature in features], sorted(outputs)
+    ([(1, 8, 8, 8), (1, 4, 4, 16), (1, 2, 2, 16), (1, 1, 1, 32)], ['c', 's'])
     """
 
     def __init__(self, model):

@@ -25,8 +25,8 @@ class ImagePreprocessing(keras.layers.Layer):
     Example:
 
     >>> layer = ImagePreprocessing("tf")
-    >>> layer(np.full((1, 2, 2, 3), 255, "uint8"))[0, 0, 0]  # doctest: +SKIP
-    [1., 1., 1.]
+    >>> layer(np.full((1, 2, 2, 3), 255, "uint8"))[0, 0, 0].numpy()
+    array([1., 1., 1.], dtype=float32)
     """
 
     def __init__(self, mode="caffe", **kwargs):

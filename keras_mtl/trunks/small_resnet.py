@@ -44,8 +44,8 @@ def build_small_resnet(input_shape, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 
     Example:
 
     >>> trunk = build_small_resnet((32, 32, 3), widths=(8, 8, 16, 16))
-    >>> {k: v.shape for k, v in trunk.output.items()}  # doctest: +SKIP
-    {'P2': (None, 8, 8, 8), ..., 'P5': (None, 1, 1, 16)}
+    >>> {k: tuple(v.shape) for k, v in trunk.output.items()}
+    {'P2': (None, 8, 8, 8), 'P3': (None, 4, 4, 8), 'P4': (None, 2, 2, 16), 'P5': (None, 1, 1, 16)}
     """
     images = keras.Input(shape=input_shape)
     x = _conv_bn_relu(images, widths[0] // 2, 2, "stem_1")  # (B, H/2, W/2, C0/2)
