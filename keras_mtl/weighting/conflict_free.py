@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting import solvers
+from keras_mtl.weighting.gramian_direction import direction_from_gramian_weights
 from keras_mtl.weighting.weighting import GradientWeighting
 
 
@@ -62,8 +63,13 @@ class ConFIG(GradientWeighting):
         super().__init__(rep_grad=rep_grad, **kwargs)
         self.rcond = float(rcond)
 
+    gramian_weights = True  # the coefficients depend on the gradients through G alone
+
     def compute_direction(self, grads, losses, present):
-        gram = solvers.masked_gram(solvers.gram_matrix(grads), present)  # (T, T)
+        return direction_from_gramian_weights(self, grads, losses, present)
+
+    def compute_gramian_weights(self, gram, losses, present):
+        gram = solvers.masked_gram(gram, present)  # (T, T)
         norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))  # (T,)
         usable = present * ops.cast(norms > 0.0, "float32")  # (T,)
         inverse_norms = usable / ops.where(norms > 0.0, norms, 1.0)  # (T,)
@@ -76,7 +82,7 @@ class ConFIG(GradientWeighting):
         unit_weights = coefficients * inverse_norms / ops.maximum(target_norm, 1e-30)  # (T,)
         length = ops.sum(ops.matmul(gram, unit_weights))  # () sum_t g_t . v_hat
         weights = length * unit_weights * ops.cast(target_norm > 0.0, "float32")  # (T,)
-        return solvers.combine(weights, grads), weights
+        return weights, weights
 
     def get_config(self):
         return {**super().get_config(), "rcond": self.rcond}

@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting import solvers
+from keras_mtl.weighting.gramian_direction import direction_from_gramian_weights
 from keras_mtl.weighting.weighting import GradientWeighting
 
 
@@ -57,14 +58,19 @@ class CRMOGM(GradientWeighting):
             shape=(num_tasks,), trainable=False, name="smoothed_weights",
             initializer=lambda shape, dtype: ops.full(shape, 1.0 / num_tasks, dtype))
 
+    gramian_weights = True  # the coefficients depend on the gradients through G alone
+
     def compute_direction(self, grads, losses, present):
+        return direction_from_gramian_weights(self, grads, losses, present)
+
+    def compute_gramian_weights(self, gram, losses, present):
         previous = ops.convert_to_tensor(self.smoothed_weights)  # (T,)
         mass = ops.sum(previous * present)  # () held by the present tasks
         shares = previous * present / ops.maximum(mass, 1e-30)  # (T,) sum 1 over present
-        min_norm = solvers.min_norm_weights(solvers.gram_matrix(grads), present)  # (T,)
+        min_norm = solvers.min_norm_weights(gram, present)  # (T,)
         weights = (self.alpha * shares + (1.0 - self.alpha) * min_norm) * present  # (T,)
         self.smoothed_weights.assign(ops.where(present > 0.0, mass * weights, previous))
-        return solvers.combine(weights, grads), weights
+        return weights, weights
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha}

@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting import solvers
+from keras_mtl.weighting.gramian_direction import direction_from_gramian_weights
 from keras_mtl.weighting.weighting import GradientWeighting
 
 
@@ -52,15 +53,20 @@ class DualProj(GradientWeighting):
         self.norm_eps = float(norm_eps)
         self.reg_eps = float(reg_eps)
 
+    gramian_weights = True  # the coefficients depend on the gradients through G alone
+
     def compute_direction(self, grads, losses, present):
-        num_tasks = grads.shape[0]
-        gram = solvers.masked_gram(solvers.gram_matrix(grads), present)  # (T, T)
+        return direction_from_gramian_weights(self, grads, losses, present)
+
+    def compute_gramian_weights(self, gram, losses, present):
+        num_tasks = gram.shape[0]
+        gram = solvers.masked_gram(gram, present)  # (T, T)
         trace = ops.trace(gram)
         gram = ops.where(trace >= self.norm_eps, gram / ops.maximum(trace, 1e-30), 0.0)
         gram = gram + self.reg_eps * ops.eye(num_tasks)
         mean = present / ops.maximum(ops.sum(present), 1.0)  # (T,) the mean's weights
         weights = solvers.dual_cone_weights(gram, mean, present) * present  # (T,) v >= mean
-        return solvers.combine(weights, grads), weights
+        return weights, weights
 
     def get_config(self):
         return {**super().get_config(), "norm_eps": self.norm_eps, "reg_eps": self.reg_eps}

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting import solvers
+from keras_mtl.weighting.gramian_direction import direction_from_gramian_weights
 from keras_mtl.weighting.weighting import GradientWeighting
 
 
@@ -140,10 +141,14 @@ class FairGrad(GradientWeighting):
         self.iterations = int(iterations)
         self.ridge = float(ridge)
 
+    gramian_weights = True  # the coefficients depend on the gradients through G alone
+
     def compute_direction(self, grads, losses, present):
-        gram = solvers.gram_matrix(grads)  # (T, T)
+        return direction_from_gramian_weights(self, grads, losses, present)
+
+    def compute_gramian_weights(self, gram, losses, present):
         weights = fair_weights(gram, self.alpha, present, self.iterations, self.ridge)  # (T,)
-        return solvers.combine(weights, grads), weights
+        return weights, weights
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "iterations": self.iterations,

@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting import solvers
+from keras_mtl.weighting.gramian_direction import direction_from_gramian_weights
 from keras_mtl.weighting.weighting import GradientWeighting
 
 _FAR = 1e30  # the distance to an absent task (never a neighbour)
@@ -63,9 +64,13 @@ class Krum(GradientWeighting):
         self.n_byzantine = int(n_byzantine)
         self.n_selected = int(n_selected)
 
+    gramian_weights = True  # the coefficients depend on the gradients through G alone
+
     def compute_direction(self, grads, losses, present):
-        num_tasks = grads.shape[0]
-        gram = solvers.gram_matrix(grads)  # (T, T)
+        return direction_from_gramian_weights(self, grads, losses, present)
+
+    def compute_gramian_weights(self, gram, losses, present):
+        num_tasks = gram.shape[0]
         squared = ops.diagonal(gram)  # (T,)
         distances = ops.sqrt(ops.maximum(squared[:, None] + squared[None, :] - 2.0 * gram, 0.0))
         pair = (present[:, None] * present[None, :] > 0.0) & (ops.eye(num_tasks) == 0.0)  # (T, T)
@@ -79,7 +84,7 @@ class Krum(GradientWeighting):
         selected = ops.minimum(float(self.n_selected), ops.maximum(count, 1.0))  # ()
         chosen = ops.cast(ops.cast(rank_ascending(scores), "float32") < selected, "float32")
         weights = chosen * present / selected  # (T,)
-        return solvers.combine(weights, grads), weights
+        return weights, weights
 
     def get_config(self):
         return {**super().get_config(), "n_byzantine": self.n_byzantine,
