@@ -28,6 +28,7 @@ from keras import ops
 
 from keras_mtl import distribute
 from keras_mtl.training import controls as controls_lib
+from keras_mtl.training import gramian as gramian_lib
 from keras_mtl.training import losses as losses_lib
 from keras_mtl.training.gradients import (add_gradients, flatten_rows, gradients_or_zeros,
                                           split_like)
@@ -215,6 +216,16 @@ def gradient_balanced_step(model, images, targets, sample_weights):
        warns once and every parameter gets its own tasks' gradients.
     5. The update (`keras_mtl.training.updates.apply_gradients`).
 
+    Gramian weightings (`weighting.gramian_weights`, without per-task
+    clipping) take steps 2-4 on the Gramian path
+    (`keras_mtl.training.gramian`): the per-task gradients stay one tensor
+    per shared source, their `T x T` Gram matrix gives the weights
+    (`weighting.weights_from_gramian`), the sources get the weighted sum,
+    and the heads get the gradient of the sum of the objectives (each head
+    its own task's). With `update_every=k`, k - 1 steps out of k take no
+    per-task gradients: one backward pass of the weighted objective with
+    the stored weights.
+
     A task without labels in the batch has zero loss, zero gradient and
     presence 0: it is left out of the aggregation.
 
@@ -268,8 +279,58 @@ def gradient_balanced_step(model, images, targets, sample_weights):
         if regularization is not None:
             scaled_regularization = regularization * scale / replicas
 
-    # --- per-task gradients: one backward pass per task ------------------------------
     sources = leaves if rep_grad else shared_vars
+    if sources and gramian_lib.uses_gramian_path(model):
+        shared_grads, finite = _gramian_gradients(
+            model, tape, objectives, sources, losses, present * mask, scale, rep_grad, context,
+            replicas, features if rep_grad else None, shared_vars)
+        head_grads = _head_gradients(tape, objectives, head_vars)
+    else:
+        shared_grads, head_grads, finite = _per_task_gradients(
+            model, tape, objectives, sources, losses, present * mask, scale, rep_grad, context,
+            replicas, features if rep_grad else None, shared_vars, head_vars)
+
+    variables = shared_vars + head_vars
+    gradients = list(shared_grads) + head_grads
+    if regularization is not None:
+        extra = gradients_or_zeros(tape, scaled_regularization, variables)
+        gradients = [g + ops.cast(e, g.dtype) for g, e in zip(gradients, extra)]
+    del tape
+    apply_gradients(model, gradients, variables)
+
+    weighted = ops.sum(losses * present * ops.convert_to_tensor(weighting.current_weights()))
+    total = ops.where(finite, weighted, ops.sum(losses * present))  # a skipped step logs the sum
+    if regularization is not None:
+        total = total + regularization
+    return StepResult(total, losses, present, outputs)
+
+
+def _gramian_gradients(model, tape, objectives, sources, losses, present, scale, rep_grad,
+                       context, replicas, features, shared_vars):
+    """The Gramian path (`keras_mtl.training.gramian`): `(shared_grads, finite)`."""
+    source_grads, finite = gramian_lib.gramian_shared_gradients(
+        model, tape, objectives, sources, ops.stop_gradient(losses), present, scale, rep_grad,
+        context, replicas)
+    if not rep_grad:
+        return source_grads, finite
+    return gradients_or_zeros(tape, features, shared_vars, output_gradients=source_grads), finite
+
+
+def _head_gradients(tape, objectives, head_vars):
+    """Each head's gradient of the sum of the present objectives (a head sees its own task)."""
+    present = [objective for objective in objectives if objective is not None]
+    if not head_vars or not present:
+        return [ops.zeros_like(v) for v in head_vars]
+    # A list target: the sum of the objectives' gradients (the tape has stopped recording).
+    return [ops.cast(g, v.dtype) for g, v in
+            zip(gradients_or_zeros(tape, present, head_vars), head_vars)]
+
+
+def _per_task_gradients(model, tape, objectives, sources, losses, present, scale, rep_grad,
+                        context, replicas, features, shared_vars, head_vars):
+    """The `(T, D)` path: `(shared_grads, head_grads, finite)` via `weighting.aggregate`."""
+    weighting = model.weighting
+    # --- per-task gradients: one backward pass per task ------------------------------
     rows, head_grads = [], [ops.zeros_like(v) for v in head_vars]
     for index, objective in enumerate(objectives):
         if objective is None:
@@ -295,7 +356,7 @@ def gradient_balanced_step(model, images, targets, sample_weights):
         finite = ops.all(ops.isfinite(grads))
         grads = ops.where(finite, grads, 0.0)
         direction = weighting.aggregate(
-            grads, ops.stop_gradient(losses), present * mask * ops.cast(finite, "float32"))  # (D,)
+            grads, ops.stop_gradient(losses), present * ops.cast(finite, "float32"))  # (D,)
         direction = ops.where(finite, direction, float("nan")) * scale  # a skipped step
         if context is not None:
             if rep_grad:  # this replica's features only
@@ -307,17 +368,4 @@ def gradient_balanced_step(model, images, targets, sample_weights):
                                               output_gradients=split_like(direction, features))
         else:
             shared_grads = split_like(direction, shared_vars)
-
-    variables = shared_vars + head_vars
-    gradients = list(shared_grads) + head_grads
-    if regularization is not None:
-        extra = gradients_or_zeros(tape, scaled_regularization, variables)
-        gradients = [g + ops.cast(e, g.dtype) for g, e in zip(gradients, extra)]
-    del tape
-    apply_gradients(model, gradients, variables)
-
-    weighted = ops.sum(losses * present * ops.convert_to_tensor(weighting.current_weights()))
-    total = ops.where(finite, weighted, ops.sum(losses * present))  # a skipped step logs the sum
-    if regularization is not None:
-        total = total + regularization
-    return StepResult(total, losses, present, outputs)
+    return shared_grads, head_grads, finite

@@ -73,10 +73,12 @@ class AlignedMTL(GradientWeighting):
             raise ValueError(f"AlignedMTL scale_mode must be one of {SCALE_MODES}, got {scale_mode!r}.")
         self.scale_mode = scale_mode
 
-    def compute_direction(self, grads, losses, present):
-        matrix = alignment_matrix(solvers.gram_matrix(grads), present, self.scale_mode)  # (T, T)
+    gramian_weights = True
+
+    def compute_gramian_weights(self, gram, losses, present):
+        matrix = alignment_matrix(gram, present, self.scale_mode)  # (T, T)
         weights = ops.sum(matrix, axis=0) * present  # B symmetric: B^T 1 = B 1
-        return solvers.combine(weights, grads), weights
+        return weights, weights
 
     def get_config(self):
         return {**super().get_config(), "scale_mode": self.scale_mode}

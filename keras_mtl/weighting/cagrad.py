@@ -46,6 +46,7 @@ class CAGrad(GradientWeighting):
     """
 
     supports_rep_grad = False
+    gramian_weights = True
 
     def __init__(self, c=0.5, rescale=1, iterations=40, rep_grad=False, **kwargs):
         super().__init__(rep_grad=rep_grad, **kwargs)
@@ -57,8 +58,8 @@ class CAGrad(GradientWeighting):
         self.rescale = int(rescale)
         self.iterations = int(iterations)
 
-    def compute_direction(self, grads, losses, present):
-        gram = solvers.masked_gram(solvers.gram_matrix(grads), present)  # (T, T)
+    def compute_gramian_weights(self, gram, losses, present):
+        gram = solvers.masked_gram(gram, present)  # (T, T)
         mean_weights = present / ops.maximum(ops.sum(present), 1.0)  # (T,): g_0 = J^T b
         weights = mean_weights
         if self.c > 0:
@@ -70,7 +71,7 @@ class CAGrad(GradientWeighting):
             weights = mean_weights + lam * w
         divisor = {0: 1.0, 1: 1.0 + self.c**2, 2: 1.0 + self.c}[self.rescale]
         weights = weights / divisor
-        return solvers.combine(weights, grads), weights
+        return weights, weights
 
     def get_config(self):
         return {

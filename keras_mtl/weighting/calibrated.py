@@ -76,8 +76,10 @@ class CalibratedGradientBalancing(GradientWeighting):
         self.norm_count = self.add_weight(shape=(num_tasks,), initializer="zeros",
                                           trainable=False, name="norm_count")
 
-    def compute_direction(self, grads, losses, present):
-        norms = ops.sqrt(ops.sum(ops.square(grads), axis=1))  # (T,)
+    gramian_weights = True
+
+    def compute_gramian_weights(self, gram, losses, present):
+        norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))  # (T,)
         count = ops.convert_to_tensor(self.norm_count)  # (T,)
         measured = present * ops.cast(norms > 0.0, "float32")  # (T,) a zero row has no size
         calibrating = measured * ops.cast(count < float(self.calibration_steps), "float32")
@@ -90,8 +92,7 @@ class CalibratedGradientBalancing(GradientWeighting):
         usable = present * ops.cast(mean_norm > 0.0, "float32")  # (T,)
         target = ops.sum(usable * mean_norm) / ops.maximum(ops.sum(usable), 1.0)  # ()
         weights = usable * target / ops.where(mean_norm > 0.0, mean_norm, 1.0)  # (T,)
-        direction = ops.sum(ops.expand_dims(weights, 1) * grads, axis=0)  # (D,)
-        return direction, weights
+        return weights, weights
 
     def get_config(self):
         return {**super().get_config(), "calibration_steps": self.calibration_steps}

@@ -76,11 +76,12 @@ class GradNorm(GradientWeighting):
     def loss_scales(self):
         return ops.convert_to_tensor(self.loss_weights)
 
-    def compute_direction(self, grads, losses, present):
+    gramian_weights = True
+
+    def compute_gramian_weights(self, gram, losses, present):
         if losses is None:
             raise ValueError("GradNorm needs the task losses: aggregate(grads, losses, present).")
         weights = ops.convert_to_tensor(self.loss_weights)  # (T,) the w of this step
-        direction = ops.sum(grads, axis=0)  # rows are gradients of w_t L_t
 
         count = ops.maximum(ops.sum(present), 1.0)
         first = present * (1.0 - self.has_initial_loss)
@@ -88,7 +89,7 @@ class GradNorm(GradientWeighting):
         self.initial_losses.assign(initial)
         self.has_initial_loss.assign(ops.maximum(self.has_initial_loss, present))
 
-        norms = ops.sqrt(ops.maximum(ops.sum(grads * grads, axis=1), 0.0))  # (T,) G_t
+        norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))  # (T,) G_t
         mean_norm = ops.sum(norms * present) / count
         ratio = ops.where(present > 0, losses / ops.where(initial > 0, initial, 1.0), 0.0)  # L~_t
         mean_ratio = ops.sum(ratio) / count
@@ -109,7 +110,7 @@ class GradNorm(GradientWeighting):
             (self.loss_weights, self.adam_m, self.adam_v, self.adam_count), (new_weights, m, v, steps)
         ):
             variable.assign(value)
-        return direction, weights
+        return present, weights  # direction: the sum of the rows (gradients of w_t L_t)
 
     def get_config(self):
         return {

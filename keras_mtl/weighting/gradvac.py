@@ -49,6 +49,7 @@ class GradVac(GradientWeighting):
     """
 
     supports_rep_grad = False
+    gramian_weights = True
 
     def __init__(self, beta=0.01, seed=None, rep_grad=False, **kwargs):
         super().__init__(rep_grad=rep_grad, **kwargs)
@@ -64,9 +65,8 @@ class GradVac(GradientWeighting):
             name="target_similarity",
         )
 
-    def compute_direction(self, grads, losses, present):
-        num_tasks = grads.shape[0]
-        gram = solvers.gram_matrix(grads)  # (T, T)
+    def compute_gramian_weights(self, gram, losses, present):
+        num_tasks = gram.shape[0]
         norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))  # (T,)
         targets = ops.convert_to_tensor(self.target_similarity)  # (T, T)
         orders = random_orders(self.seed_generator, num_tasks)  # (T, T)
@@ -94,7 +94,7 @@ class GradVac(GradientWeighting):
         self.target_similarity.assign(targets + self.beta * seen * (observed - targets))  # EMA
         coefficients = coefficients * present[:, None]
         weights = ops.sum(coefficients, axis=0) * present
-        return solvers.combine(weights, grads), weights
+        return weights, weights
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta, "seed": self.seed}

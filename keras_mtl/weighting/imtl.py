@@ -92,10 +92,11 @@ class IMTL(GradientWeighting):
             return super().loss_scales()
         return ops.exp(ops.convert_to_tensor(self.log_scales))
 
-    def compute_direction(self, grads, losses, present):
+    gramian_weights = True
+
+    def compute_gramian_weights(self, gram, losses, present):
         scales = self.loss_scales()  # (T,) the rows are gradients of scales * L
-        alpha = imtl_g_weights(solvers.gram_matrix(grads), present)  # (T,)
-        direction = solvers.combine(alpha, grads)
+        alpha = imtl_g_weights(gram, present)  # (T,)
         if self.mode == "hybrid" and losses is not None:
             gradient = (scales * losses - 1.0) * present  # d/ds (exp(s) L - s)
             new = solvers.adam_update(
@@ -104,7 +105,7 @@ class IMTL(GradientWeighting):
             )
             for variable, value in zip((self.log_scales, self.adam_m, self.adam_v, self.adam_count), new):
                 variable.assign(value)
-        return direction, alpha * scales
+        return alpha, alpha * scales
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode, "learning_rate": self.learning_rate}

@@ -48,8 +48,9 @@ class MGDA(GradientWeighting):
             raise ValueError(f"MGDA normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
         self.normalization = normalization
 
-    def compute_direction(self, grads, losses, present):
-        gram = solvers.gram_matrix(grads)  # (T, T)
+    gramian_weights = True
+
+    def compute_gramian_weights(self, gram, losses, present):
         if self.normalization != "none":
             norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))  # (T,)
             if self.normalization == "l2":
@@ -61,7 +62,7 @@ class MGDA(GradientWeighting):
             divisor = ops.where(divisor > 0, divisor, 1.0)
             gram = gram / ops.expand_dims(divisor, 0) / ops.expand_dims(divisor, 1)
         weights = solvers.min_norm_weights(gram, present)  # (T,)
-        return solvers.combine(weights, grads), weights
+        return weights, weights
 
     def get_config(self):
         return {**super().get_config(), "normalization": self.normalization}

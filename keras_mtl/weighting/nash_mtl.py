@@ -43,6 +43,7 @@ class NashMTL(GradientWeighting):
     """
 
     supports_rep_grad = False
+    gramian_weights = True
 
     def __init__(self, update_weights_every=1, iterations=20, max_norm=1.0, ridge=1e-6,
                  rep_grad=False, **kwargs):
@@ -61,25 +62,23 @@ class NashMTL(GradientWeighting):
                                      name="alpha")
         self.step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="step")
 
-    def compute_direction(self, grads, losses, present):
+    def compute_gramian_weights(self, gram, losses, present):
         if self.update_weights_every == 1:
-            alpha = solvers.nash_weights(solvers.gram_matrix(grads), present, self.iterations, self.ridge)
+            alpha = solvers.nash_weights(gram, present, self.iterations, self.ridge)
         else:
             recompute = ops.equal(ops.mod(self.step, float(self.update_weights_every)), 0.0)
             alpha = ops.cond(
                 recompute,
-                lambda: solvers.nash_weights(
-                    solvers.gram_matrix(grads), present, self.iterations, self.ridge),
+                lambda: solvers.nash_weights(gram, present, self.iterations, self.ridge),
                 lambda: ops.convert_to_tensor(self.alpha) * present,
             )
         self.alpha.assign(ops.where(present > 0, alpha, self.alpha))  # absent tasks: kept
         self.step.assign_add(1.0)
-        direction = solvers.combine(alpha, grads)
         factor = ops.ones(())
-        if self.max_norm > 0:
-            norm = ops.sqrt(ops.sum(direction * direction))
+        if self.max_norm > 0:  # ||d||^2 = a^T G a
+            norm = ops.sqrt(ops.maximum(ops.sum(alpha * ops.matmul(gram, alpha)), 0.0))
             factor = ops.minimum(1.0, self.max_norm / ops.maximum(norm, 1e-12))
-        return direction * factor, alpha * factor
+        return alpha * factor, alpha * factor
 
     def get_config(self):
         return {

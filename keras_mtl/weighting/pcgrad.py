@@ -44,15 +44,15 @@ class PCGrad(GradientWeighting):
     """
 
     supports_rep_grad = False
+    gramian_weights = True
 
     def __init__(self, seed=None, rep_grad=False, **kwargs):
         super().__init__(rep_grad=rep_grad, **kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def compute_direction(self, grads, losses, present):
-        num_tasks = grads.shape[0]
-        gram = solvers.gram_matrix(grads)  # (T, T)
+    def compute_gramian_weights(self, gram, losses, present):
+        num_tasks = gram.shape[0]
         sq_norms = ops.diagonal(gram)  # (T,)
         orders = random_orders(self.seed_generator, num_tasks)  # (T, T)
         rows = ops.arange(num_tasks, dtype="int32")
@@ -66,7 +66,7 @@ class PCGrad(GradientWeighting):
             coefficients = coefficients + factor[:, None] * ops.one_hot(j, num_tasks)
         coefficients = coefficients * present[:, None]  # absent rows contribute nothing
         weights = ops.sum(coefficients, axis=0) * present  # (T,)
-        return solvers.combine(weights, grads), weights
+        return weights, weights
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}

@@ -41,22 +41,23 @@ class UPGrad(GradientWeighting):
     """
 
     supports_rep_grad = False
+    gramian_weights = True
 
     def __init__(self, norm_eps=1e-4, reg_eps=1e-4, rep_grad=False, **kwargs):
         super().__init__(rep_grad=rep_grad, **kwargs)
         self.norm_eps = float(norm_eps)
         self.reg_eps = float(reg_eps)
 
-    def compute_direction(self, grads, losses, present):
-        num_tasks = grads.shape[0]
-        gram = solvers.masked_gram(solvers.gram_matrix(grads), present)  # (T, T)
+    def compute_gramian_weights(self, gram, losses, present):
+        num_tasks = gram.shape[0]
+        gram = solvers.masked_gram(gram, present)  # (T, T)
         trace = ops.trace(gram)
         gram = ops.where(trace >= self.norm_eps, gram / ops.maximum(trace, 1e-30), 0.0)
         gram = gram + self.reg_eps * ops.eye(num_tasks)
         preferences = ops.eye(num_tasks) * (present / ops.maximum(ops.sum(present), 1.0))[None]
         projected = solvers.dual_cone_weights(gram, preferences, present)  # (T, T): row i is v_i
         weights = ops.sum(projected, axis=0) * present  # (T,)
-        return solvers.combine(weights, grads), weights
+        return weights, weights
 
     def get_config(self):
         return {**super().get_config(), "norm_eps": self.norm_eps, "reg_eps": self.reg_eps}

@@ -3,6 +3,9 @@
 import keras
 from keras import ops
 
+from keras_mtl.weighting import solvers
+from keras_mtl.weighting import update_every as update_every_lib
+
 
 class Weighting(keras.layers.Layer):
     """Base class of every weighting: per-task state in float32 variables.
@@ -49,8 +52,12 @@ class Weighting(keras.layers.Layer):
         self.weights_variable = self.add_weight(
             shape=(input_shape[0],), initializer="ones", trainable=False, name="task_weights"
         )
+        self.build_common_state(input_shape[0])
         self.build_state(input_shape[0])
         self.built = True
+
+    def build_common_state(self, num_tasks):
+        """State every weighting of a kind has (before `build_state`); none here."""
 
     def build_state(self, num_tasks):
         """Creates the weighting's own variables; none by default."""
@@ -143,12 +150,28 @@ class GradientWeighting(Weighting):
     gradients: GradNorm, IMTL-L). Everything is tensor code of fixed shape,
     compilable with XLA.
 
+    Gramian methods (`gramian_weights = True`: MGDA, UPGrad, IMTL,
+    CAGrad, Nash-MTL, Aligned-MTL, PCGrad, GradVac, GradNorm and the
+    calibrated balancing) produce a direction `sum_t w_t g_t` whose
+    coefficients `w` depend on the gradients only through the `T x T`
+    Gram matrix `G = J J^T`. They implement
+    `compute_gramian_weights(gram, losses, present)` instead of
+    `compute_direction`, and `weights_from_gramian` is public: the train
+    step then never forms the `(T, D)` matrix (the idea of TorchJD's
+    "autogram", Quinton and Rey 2024; see `keras_mtl.training.gramian`).
+
     Args:
         rep_grad: take the per-task gradients with respect to the shared
             features instead of the shared parameters (cheaper: one
             backward pass through the trunk instead of T). Methods whose
             paper defines them on parameter gradients only
             (`supports_rep_grad = False`) raise a `ValueError`.
+        update_every: Gramian methods only: recompute the weights every
+            this many calls and reuse the last ones in between (as
+            Nash-MTL's reference code does); between two updates the train
+            step takes one backward pass of `sum_t w_t L_t` and no per-task
+            gradients. 1 (the default) recomputes them at every step. See
+            `keras_mtl.weighting.update_every`.
 
     Example:
 
@@ -160,10 +183,19 @@ class GradientWeighting(Weighting):
 
     gradient_based = True
     supports_rep_grad = True
+    gramian_weights = False
 
-    def __init__(self, rep_grad=False, **kwargs):
+    def __init__(self, rep_grad=False, update_every=1, **kwargs):
         super().__init__(**kwargs)
         self.rep_grad = bool(rep_grad)
+        self.update_every = int(update_every)
+        if self.update_every < 1:
+            raise ValueError(f"update_every must be >= 1, got {update_every}.")
+        if self.update_every > 1 and not self.gramian_weights:
+            raise ValueError(
+                f"{type(self).__name__} does not combine the task gradients with weights computed "
+                "from their Gram matrix, so it cannot reuse weights between steps: "
+                "use update_every=1.")
         if self.rep_grad and not self.supports_rep_grad:
             raise ValueError(
                 f"{type(self).__name__} is defined on the gradients of the shared parameters and "
@@ -187,12 +219,69 @@ class GradientWeighting(Weighting):
         grads = grads * ops.expand_dims(present, 1)  # absent rows are exactly zero
         if losses is not None:
             losses = ops.cast(ops.convert_to_tensor(losses), "float32") * present  # (T,)
+        if self.gramian_weights and self.update_every > 1:
+            coefficients = update_every_lib.amortized(
+                self, lambda: self._fresh_gramian_weights(solvers.gram_matrix(grads), losses,
+                                                          present))
+            return solvers.combine(coefficients, grads)
         direction, weights = self.compute_direction(grads, losses, present)
         self.weights_variable.assign(ops.cast(weights, "float32"))
         return direction
 
     def compute_direction(self, grads, losses, present):
-        """`(direction (D,), weights (T,))` for `grads` `(T, D)` (absent rows 0)."""
+        """`(direction (D,), weights (T,))` for `grads` `(T, D)` (absent rows 0).
+
+        Gramian methods get `sum_t w_t g_t` with `w` from
+        `compute_gramian_weights` on `grads grads^T`."""
+        if not self.gramian_weights:
+            raise NotImplementedError
+        coefficients, weights = self.compute_gramian_weights(solvers.gram_matrix(grads), losses,
+                                                             present)
+        return solvers.combine(coefficients, grads), weights
+
+    def weights_from_gramian(self, gram, losses=None, present=None):
+        """The coefficients `w` `(T,)` of the direction `sum_t w_t g_t`, from `G`.
+
+        For Gramian methods (`gramian_weights = True`) only: `gram` is the
+        `(T, T)` Gram matrix `G[s, t] = g_s . g_t` of the per-task gradients
+        that `aggregate` would take; `losses` and `present` as there. The
+        weights always are recomputed (`update_every` is the train step's
+        and `aggregate`'s business), the logged weights and the method's
+        state are updated exactly as by `aggregate`, and
+        `aggregate(grads) == weights_from_gramian(grads @ grads.T) @ grads`.
+
+        Example:
+
+        >>> weighting = keras_mtl.weighting.get("mgda")
+        >>> grads = np.array([[1.0, 0.0], [0.0, 2.0]], "float32")
+        >>> weighting.weights_from_gramian(grads @ grads.T)
+        <tf.Tensor: shape=(2,), dtype=float32, numpy=array([0.8, 0.2], dtype=float32)>
+        """
+        if not self.gramian_weights:
+            raise TypeError(f"{type(self).__name__} needs the task gradients themselves, not "
+                            "only their Gram matrix: use aggregate(grads).")
+        gram = ops.cast(ops.convert_to_tensor(gram), "float32")  # (T, T)
+        num_tasks = gram.shape[0]
+        if not self.built:
+            self.build((num_tasks,))
+        present = solvers.present_mask(present, num_tasks)  # (T,)
+        if losses is not None:
+            losses = ops.cast(ops.convert_to_tensor(losses), "float32") * present  # (T,)
+        return self._fresh_gramian_weights(solvers.masked_gram(gram, present), losses, present)
+
+    def _fresh_gramian_weights(self, gram, losses, present):
+        coefficients, weights = self.compute_gramian_weights(gram, losses, present)
+        self.weights_variable.assign(ops.cast(weights, "float32"))
+        return ops.cast(coefficients, "float32") * present
+
+    def compute_gramian_weights(self, gram, losses, present):
+        """`(coefficients (T,), logged weights (T,))` from the Gram matrix `(T, T)`.
+
+        Gramian methods implement this instead of `compute_direction`: the
+        direction is `sum_t coefficients[t] g_t`. `gram` has the rows and
+        columns of absent tasks zeroed. The logged weights usually are the
+        coefficients (GradNorm logs its loss weights, IMTL its coefficients
+        on the unscaled gradients)."""
         raise NotImplementedError
 
     def loss_scales(self):
@@ -213,5 +302,12 @@ class GradientWeighting(Weighting):
         del losses
         return self.loss_scales()
 
+    def build_common_state(self, num_tasks):
+        if self.update_every > 1:
+            update_every_lib.build_state(self, num_tasks)
+
     def get_config(self):
-        return {**super().get_config(), "rep_grad": self.rep_grad}
+        config = {**super().get_config(), "rep_grad": self.rep_grad}
+        if self.update_every > 1:
+            config["update_every"] = self.update_every
+        return config

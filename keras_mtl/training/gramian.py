@@ -1,0 +1,178 @@
+"""The Gramian path of the gradient-balanced step.
+
+Most gradient-balancing methods (MGDA, UPGrad, IMTL-G, CAGrad, Nash-MTL,
+Aligned-MTL, PCGrad, GradVac, GradNorm, the calibrated balancing) return a
+direction `sum_t w_t g_t` whose coefficients `w` depend on the per-task
+gradients only through their `T x T` Gram matrix `G = J J^T`
+(`GradientWeighting.gramian_weights`). TorchJD's "autogram" engine
+(Quinton and Rey, "Jacobian Descent for Multi-Objective Optimization",
+2024; `torchjd/autogram/`) builds on the same fact. For these methods
+`gramian_shared_gradients`:
+
+1. takes the per-task gradients of the shared parameters (or, with
+   `rep_grad`, of the shared features) as one `(T, *shape)` tensor per
+   source: a loop of T `tape.gradient` calls or one vectorised
+   `tape.jacobian` (`pfor`), chosen by `vectorize_jacobian`;
+2. accumulates `G` source by source (no `(T, D)` concatenation), divided
+   by the loss scale;
+3. gets `w = weighting.weights_from_gramian(G, losses, present)`;
+4. combines the per-task gradients with `w` source by source (rep_grad:
+   back-propagates the combination of the feature gradients through the
+   trunk once).
+
+Unlike autogram, the Gramian is formed from the per-task gradients, not
+layer by layer from activations and output gradients: autogram refuses
+BatchNorm, which every trunk here contains. So at every recomputation the
+T backward passes remain; the saving is the `(T, D)` matrix and its
+aggregation, and, with `update_every=k`, k - 1 steps out of k that take
+one backward pass of `sum_t w_t L_t` with the stored weights and no
+per-task gradients at all.
+
+The results equal those of `aggregate` on the flattened `(T, D)` matrix
+(`tests/test_gradient_step.py`).
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_mtl.training.gradients import gradients_or_zeros
+from keras_mtl.weighting import update_every as update_every_lib
+
+#: `vectorize_jacobian` takes `tape.jacobian` (pfor) from this many present tasks on.
+VECTORIZE_FROM_TASKS = 2**31 - 1
+
+
+def uses_gramian_path(model):
+    """Whether `model`'s gradient step takes the Gramian path.
+
+    Gramian weightings do, unless per-task gradient clipping
+    (`compile(clip_task_gradients=...)`) needs each task's gradient."""
+    controls = model.training_controls
+    return (bool(getattr(model.weighting, "gramian_weights", False))
+            and not (controls is not None and controls.clips))
+
+
+def vectorize_jacobian(num_present, rep_grad):
+    """Whether to take the per-task gradients in one vectorised backward pass.
+
+    The measured rule (`benchmarks/many_tasks.py`, see its results file):
+    `tape.jacobian` with `pfor` against a loop of `tape.gradient` calls."""
+    del rep_grad
+    return num_present >= VECTORIZE_FROM_TASKS
+
+
+def _zeros(source):
+    return tf.zeros_like(source) if isinstance(source, tf.Tensor) else ops.zeros(source.shape,
+                                                                                  source.dtype)
+
+
+def per_task_gradients(tape, objectives, sources, vectorize=None):
+    """`[(T, *source.shape)]`: the gradient of each objective, one tensor per source.
+
+    Args:
+        tape: a persistent `tf.GradientTape` that recorded the objectives.
+        objectives: list of T scalars, `None` for a task absent from the
+            batch (zero gradient, no backward pass).
+        sources: the variables or watched tensors.
+        vectorize: `True`: one `tape.jacobian(..., experimental_use_pfor=True)`;
+            `False`: a loop of `tape.gradient`; `None`: `vectorize_jacobian`.
+    """
+    present = [objective for objective in objectives if objective is not None]
+    if vectorize is None:
+        vectorize = vectorize_jacobian(len(present), rep_grad=False)
+    if vectorize and present:
+        with tape:  # re-entered: the stacking must be recorded
+            stacked = tf.stack([tf.zeros((), present[0].dtype) if objective is None
+                                else objective for objective in objectives])  # (T,)
+        # The TensorFlow variables behind Keras variables (pfor needs tf.Variable sources).
+        tf_sources = [s.value if isinstance(s, keras.Variable) else s for s in sources]
+        jacobians = tape.jacobian(stacked, tf_sources, experimental_use_pfor=True,
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return list(jacobians)
+    rows = [[_zeros(s) for s in sources] if objective is None
+            else gradients_or_zeros(tape, objective, sources) for objective in objectives]
+    return [ops.stack([row[index] for row in rows]) for index in range(len(sources))]
+
+
+def gramian(jacobians, scale=1.0):
+    """`(T, T)` float32 `sum_sources J_s J_s^T / scale^2` for `J_s` `(T, *shape)`."""
+    gram = None
+    for jacobian in jacobians:
+        flat = ops.reshape(ops.cast(jacobian, "float32"), (ops.shape(jacobian)[0], -1)) / scale
+        part = ops.matmul(flat, ops.transpose(flat))
+        gram = part if gram is None else gram + part
+    return gram
+
+
+def combine(weights, jacobians):
+    """`[sum_t w_t J_s[t]]`: each source's combination, in the source's dtype."""
+    return [ops.cast(ops.tensordot(ops.cast(weights, "float32"), ops.cast(j, "float32"), 1),
+                     j.dtype) for j in jacobians]
+
+
+def weighted_gradients(tape, objectives, weights, sources):
+    """The gradient of `sum_t w_t objective_t` (w held) w.r.t. `sources`: one backward pass."""
+    present = [(objective, ops.cast(weights[index], objective.dtype))
+               for index, objective in enumerate(objectives) if objective is not None]
+    if not present:
+        return [_zeros(s) for s in sources]
+    # The tape has stopped recording: the weights enter as the objectives' output gradients.
+    return gradients_or_zeros(tape, [o for o, _ in present], sources,
+                              output_gradients=[w for _, w in present])
+
+
+def gramian_shared_gradients(model, tape, objectives, sources, losses, present, scale,
+                             rep_grad, context=None, replicas=1):
+    """The shared sources' gradients of a Gramian weighting, and `finite`.
+
+    Args:
+        model: the `MultiTaskModel` (its `weighting`).
+        tape: the step's persistent tape.
+        objectives: T scalars (or `None`): the scaled per-task objectives.
+        sources: the shared variables, or the watched feature leaves
+            (`rep_grad`).
+        losses: `(T,)` the losses for the weighting (gradient stopped).
+        present: `(T,)` present tasks (curriculum mask included).
+        scale: the loss scale (1 without mixed precision).
+        rep_grad: `sources` are the feature leaves.
+        context: the replica context under `tf.distribute`, else `None`.
+        replicas: R.
+
+    Returns:
+        `(gradients, finite)`: a list like `sources` (with `rep_grad`, the
+        output gradient of the features; else the shared parameters'
+        gradients, NaN on a step with non-finite per-task gradients), and
+        the scalar bool `finite`.
+    """
+    weighting = model.weighting
+
+    def recompute():
+        jacobians = per_task_gradients(tape, objectives, sources)
+        if context is not None and not rep_grad:  # the global batch's per-task gradients
+            jacobians = context.all_reduce(tf.distribute.ReduceOp.SUM, jacobians)
+        gram = gramian(jacobians, scale)  # (T, T)
+        if context is not None and rep_grad:  # the feature blocks of every replica
+            gram = context.all_reduce(tf.distribute.ReduceOp.SUM, gram)
+        finite = ops.all(ops.isfinite(gram))
+        weights = weighting.weights_from_gramian(ops.where(finite, gram, 0.0), losses,
+                                                 present * ops.cast(finite, "float32"))
+        gradients = combine(ops.where(finite, weights, float("nan")), jacobians)
+        if context is not None and not rep_grad:
+            gradients = [g / replicas for g in gradients]  # the optimizer sums R copies
+        return weights, finite, gradients
+
+    if weighting.update_every == 1:
+        _, finite, gradients = recompute()
+        return gradients, finite
+
+    due = update_every_lib.is_due(weighting)
+
+    def reuse():
+        weights = update_every_lib.stored(weighting)
+        return weights, ops.convert_to_tensor(True), weighted_gradients(
+            tape, objectives, weights, sources)
+
+    weights, finite, gradients = ops.cond(due, recompute, reuse)
+    update_every_lib.record(weighting, weights, due, finite)
+    return gradients, finite
