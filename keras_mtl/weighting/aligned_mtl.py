@@ -63,8 +63,9 @@ class AlignedMTL(GradientWeighting):
 
     Example:
 
-    >>> weighting = AlignedMTL()
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32"))  # w = (1, 0.5): (1, 1)
+    >>> weighting = AlignedMTL()  # w = (1, 0.5): (1, 1)
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32")), 4)
+    array([1., 1.], dtype=float32)
     """
 
     def __init__(self, scale_mode="min", rep_grad=False, **kwargs):

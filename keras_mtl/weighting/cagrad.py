@@ -41,8 +41,9 @@ class CAGrad(GradientWeighting):
 
     Example:
 
-    >>> weighting = CAGrad(c=0.0)
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [-1.0, 1.0]], "float32"))  # the mean, (0, 0.5)
+    >>> weighting = CAGrad(c=0.0)  # the mean, (0, 0.5)
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [-1.0, 1.0]], "float32")), 4)
+    array([0. , 0.5], dtype=float32)
     """
 
     supports_rep_grad = False

@@ -49,8 +49,9 @@ class GradDrop(GradientWeighting):
     Example:
 
     >>> weighting = GradDrop(seed=0)
-    >>> weighting.aggregate(np.array([[1.0, 2.0], [-3.0, 1.0]], "float32"))
     >>> # entry 0 is 1 (prob. 1/4) or -3; entry 1 is 3
+    >>> np.round(weighting.aggregate(np.array([[1.0, 2.0], [-3.0, 1.0]], "float32")), 4)
+    array([1., 3.], dtype=float32)
     """
 
     def __init__(self, leak=0.0, seed=None, rep_grad=True, **kwargs):

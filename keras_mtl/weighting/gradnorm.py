@@ -50,8 +50,10 @@ class GradNorm(GradientWeighting):
 
     >>> weighting = GradNorm(alpha=1.5)
     >>> weighting.set_tasks([Classification("a", 2), Classification("b", 2)])
-    >>> weighting.aggregate(np.array([[3.0, 0.0], [0.0, 1.0]], "float32"), np.array([1.0, 1.0]))
     >>> # direction (3, 1); then w_a decreases, w_b increases (a's gradient is larger)
+    >>> grads = np.array([[3.0, 0.0], [0.0, 1.0]], "float32")
+    >>> np.round(weighting.aggregate(grads, np.array([1.0, 1.0])), 4)
+    array([3., 1.], dtype=float32)
     """
 
     def __init__(self, alpha=1.5, learning_rate=0.025, min_weight=1e-3, rep_grad=False, **kwargs):

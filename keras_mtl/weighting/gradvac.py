@@ -44,8 +44,9 @@ class GradVac(GradientWeighting):
 
     Example:
 
-    >>> weighting = GradVac(beta=0.01, seed=0)
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [-1.0, 1.0]], "float32"))  # PCGrad at first
+    >>> weighting = GradVac(beta=0.01, seed=0)  # PCGrad at first
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [-1.0, 1.0]], "float32")), 4)
+    array([0.5, 1.5], dtype=float32)
     """
 
     supports_rep_grad = False

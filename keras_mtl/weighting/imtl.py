@@ -67,8 +67,9 @@ class IMTL(GradientWeighting):
 
     Example:
 
-    >>> weighting = IMTL(mode="gradient")
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32"))  # (2/3, 2/3)
+    >>> weighting = IMTL(mode="gradient")  # (2/3, 2/3)
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32")), 4)
+    array([0.6667, 0.6667], dtype=float32)
     """
 
     def __init__(self, mode="hybrid", learning_rate=1e-3, rep_grad=False, **kwargs):

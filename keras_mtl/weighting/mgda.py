@@ -38,8 +38,9 @@ class MGDA(GradientWeighting):
 
     Example:
 
-    >>> weighting = MGDA()
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32"))  # (0.8, 0.4)
+    >>> weighting = MGDA()  # (0.8, 0.4)
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32")), 4)
+    array([0.8, 0.4], dtype=float32)
     """
 
     def __init__(self, normalization="none", rep_grad=False, **kwargs):

@@ -38,8 +38,9 @@ class NashMTL(GradientWeighting):
 
     Example:
 
-    >>> weighting = NashMTL(max_norm=0.0)
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32"))  # a = (1, 1/2): (1, 1)
+    >>> weighting = NashMTL(max_norm=0.0)  # a = (1, 1/2): (1, 1)
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32")), 4)
+    array([1., 1.], dtype=float32)
     """
 
     supports_rep_grad = False

@@ -39,8 +39,9 @@ class PCGrad(GradientWeighting):
 
     Example:
 
-    >>> weighting = PCGrad(seed=0)
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [-1.0, 1.0]], "float32"))  # (0.5, 1.5)
+    >>> weighting = PCGrad(seed=0)  # (0.5, 1.5)
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [-1.0, 1.0]], "float32")), 4)
+    array([0.5, 1.5], dtype=float32)
     """
 
     supports_rep_grad = False

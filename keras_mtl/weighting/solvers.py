@@ -151,8 +151,8 @@ def nonneg_qp(quad, linear, present=None):
 
     Example:
 
-    >>> nonneg_qp(np.eye(2, dtype="float32"), np.array([-1.0, 1.0], "float32"))
-    array([1., 0.])
+    >>> np.round(nonneg_qp(np.eye(2, dtype="float32"), np.array([-1.0, 1.0], "float32")), 4)
+    array([1., 0.], dtype=float32)
     """
     quad = ops.cast(quad, "float32")
     linear = ops.cast(linear, "float32")
@@ -201,8 +201,8 @@ def simplex_qp(quad, linear, present=None):
 
     Example:
 
-    >>> simplex_qp(np.diag([1.0, 4.0]).astype("float32"), np.zeros(2, "float32"))
-    array([0.8, 0.2])
+    >>> np.round(simplex_qp(np.diag([1.0, 4.0]).astype("float32"), np.zeros(2, "float32")), 4)
+    array([0.8, 0.2], dtype=float32)
     """
     quad = ops.cast(quad, "float32")
     linear = ops.cast(linear, "float32")
@@ -254,8 +254,8 @@ def min_norm_weights(gram, present=None):
     Example:
 
     >>> # g1 = (1, 0), g2 = (0, 2): the min-norm point is (0.8, 0.4).
-    >>> min_norm_weights(np.diag([1.0, 4.0]).astype("float32"))
-    array([0.8, 0.2])
+    >>> np.round(min_norm_weights(np.diag([1.0, 4.0]).astype("float32")), 4)
+    array([0.8, 0.2], dtype=float32)
     """
     gram = ops.cast(gram, "float32")
     return simplex_qp(gram, ops.zeros((gram.shape[-1],)), present)
@@ -280,8 +280,9 @@ def dual_cone_weights(gram, u, present=None):
     Example:
 
     >>> # g1 = (1, 0), g2 = (-1, 1): g1 projected onto {x: J x >= 0} is (0.5, 0.5).
-    >>> dual_cone_weights(np.array([[1., -1.], [-1., 2.]], "float32"), np.array([1., 0.], "float32"))
-    array([1. , 0.5])
+    >>> gram = np.array([[1.0, -1.0], [-1.0, 2.0]], "float32")
+    >>> np.round(dual_cone_weights(gram, np.array([1.0, 0.0], "float32")), 4)
+    array([1. , 0.5], dtype=float32)
     """
     gram = ops.cast(gram, "float32")
     u = ops.cast(u, "float32")
@@ -367,8 +368,8 @@ def nash_weights(gram, present=None, iterations=20, ridge=1e-6):
 
     Example:
 
-    >>> nash_weights(np.diag([1.0, 4.0]).astype("float32"))  # a_t = 1 / ||g_t||
-    array([1. , 0.5])
+    >>> np.round(nash_weights(np.diag([1.0, 4.0]).astype("float32")), 4)  # a_t = 1 / ||g_t||
+    array([1. , 0.5], dtype=float32)
     """
     gram = ops.cast(gram, "float32")
     num_tasks = gram.shape[-1]

@@ -36,8 +36,9 @@ class UPGrad(GradientWeighting):
 
     Example:
 
-    >>> weighting = UPGrad()
-    >>> weighting.aggregate(np.array([[1.0, 0.0], [-1.0, 1.0]], "float32"))  # ~(0.25, 0.75)
+    >>> weighting = UPGrad()  # ~(0.25, 0.75)
+    >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [-1.0, 1.0]], "float32")), 4)
+    array([0.2499, 0.75  ], dtype=float32)
     """
 
     supports_rep_grad = False
