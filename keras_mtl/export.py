@@ -28,9 +28,11 @@ def export_saved_model(model, filepath, verbose=True):
 
     Example:
 
-    >>> model.export("export/shapes/1")
-    >>> served = tf.saved_model.load("export/shapes/1")
-    >>> outputs = served.signatures["serving_default"](images=tf.zeros((2, 64, 64, 3)))
+    ```python
+    model.export("export/shapes/1")
+    served = tf.saved_model.load("export/shapes/1")
+    outputs = served.signatures["serving_default"](images=tf.zeros((2, 64, 64, 3)))
+    ```
     """
     image_shape = tuple(model.image_shape)
 
