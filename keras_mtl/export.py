@@ -26,7 +26,7 @@ def export_saved_model(model, filepath, verbose=True):
     Returns:
         `filepath`.
 
-    Example:
+    Example (tracing and writing the SavedModel takes seconds):
 
     ```python
     model.export("export/shapes/1")
