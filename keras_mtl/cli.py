@@ -175,14 +175,19 @@ def build_parser():
         "Writes a SavedModel serving decoded outputs (signatures serving_default: float32 "
         "pixels, serve_uint8: uint8 pixels) and checks it against the model on sample images; "
         "with --tflite also a TFLite file (float32, dynamic-range or int8 calibrated on the "
-        "data), checked against the SavedModel. Sizes and largest differences are printed.",
+        "data), checked against the SavedModel; with --onnx also an ONNX file of the same "
+        "outputs, checked with onnxruntime against the model per head. Sizes and largest "
+        "differences are printed.",
         "examples:\n"
         "  keras-mtl export --model runs/shapes/model.keras --output-dir export/shapes/1\n"
         "  keras-mtl export --model m.keras --output-dir export/1 --tflite m_int8.tflite "
-        "--quantization int8")
+        "--quantization int8\n"
+        "  keras-mtl export --model m.keras --output-dir export/1 --onnx m.onnx")
     export.add_argument("--model", required=True, help="a .keras file written by train")
     export.add_argument("--output-dir", required=True, help="the SavedModel directory to write")
     export.add_argument("--tflite", default=None, metavar="FILE", help="also write this .tflite")
+    export.add_argument("--onnx", default=None, metavar="FILE",
+                        help='also write this .onnx (needs pip install "keras_mtl[onnx]")')
     export.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
                         help="TFLite quantization (default none = float32); int8 calibrates on "
                              "images of --data")
@@ -570,6 +575,14 @@ def export(args, parser):
             extra = (f" ({100 * report['agreement'][name]:.1f}% equal)"
                      if name in report["agreement"] else "")
             print(f"  {name}: {value:.3g}{extra}")
+    if args.onnx:
+        try:
+            model.export(args.onnx, format="onnx", verbose=False)
+        except ImportError as error:  # the onnx extra is not installed
+            raise CLIError(str(error)) from error
+        print(f"ONNX {args.onnx}: {os.path.getsize(args.onnx) / 1024:.1f} KiB; parity with "
+              f"the Keras model per output:")
+        check_export(model, [args.output_dir, args.onnx], images, verbose=True)
     return 0
 
 

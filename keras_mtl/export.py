@@ -1,9 +1,10 @@
 """SavedModel export with a serving signature of decoded outputs."""
 
-import numpy as np
 import tensorflow as tf
 
 import keras
+
+from keras_mtl.export_check import check_export  # noqa: F401 (every format's parity check)
 
 SERVING_ENDPOINT = "serve"  # exported as `serving_default` too
 UINT8_ENDPOINT = "serve_uint8"
@@ -49,34 +50,3 @@ def export_saved_model(model, filepath, verbose=True):
     archive.write_out(filepath, verbose=verbose)
     return filepath
 
-
-def check_export(model, filepath, images, atol=1e-4):
-    """Reloads a SavedModel and compares its outputs with `model.predict`.
-
-    Args:
-        model: the exported `MultiTaskModel`.
-        filepath: the SavedModel directory.
-        images: a batch of raw images `(B, H, W, 3)`.
-        atol: the largest absolute difference accepted.
-
-    Returns:
-        dict `{output_name: max_abs_difference}`.
-
-    Raises:
-        AssertionError: if an output is missing or differs by more than
-            `atol`.
-    """
-    served = tf.saved_model.load(filepath).signatures["serving_default"]
-    reloaded = served(images=tf.cast(images, tf.float32))
-    expected = model.predict(np.asarray(images), verbose=0)
-    differences = {}
-    for name, value in expected.items():
-        if name not in reloaded:
-            raise AssertionError(f"Exported model lacks output '{name}'; it has {sorted(reloaded)}.")
-        got = reloaded[name].numpy().astype("float64")
-        differences[name] = float(np.max(np.abs(got - np.asarray(value, "float64")), initial=0.0))
-        if differences[name] > atol:
-            raise AssertionError(
-                f"Exported output '{name}' differs from predict by {differences[name]:.3g} > {atol}."
-            )
-    return differences

@@ -311,11 +311,16 @@ class MultiTaskModel(compat.FirstReplicaSymbolicBuild, keras.Model):
 
     # --- export ------------------------------------------------------------------------
     def export(self, filepath, format="tf_saved_model", verbose=True, **kwargs):
-        """Writes a SavedModel that serves decoded outputs.
+        """Writes a SavedModel (or, with `format="onnx"`, an ONNX file) that
+        serves decoded outputs.
 
-        See `keras_mtl.export.export_saved_model`; other formats go to
-        `keras.Model.export`.
+        See `keras_mtl.export.export_saved_model` and
+        `keras_mtl.onnx.export_onnx`; other formats go to `keras.Model.export`.
         """
+        if format == "onnx":
+            from keras_mtl.onnx import export_onnx
+
+            return export_onnx(self, filepath, verbose=verbose, **kwargs)
         if format != "tf_saved_model":
             return super().export(filepath, format=format, verbose=verbose, **kwargs)
         from keras_mtl.export import export_saved_model
@@ -343,4 +348,3 @@ class MultiTaskModel(compat.FirstReplicaSymbolicBuild, keras.Model):
             architecture = keras.saving.deserialize_keras_object(architecture, custom_objects)
         return cls(trunk=trunk, tasks=tasks, weighting=weighting, architecture=architecture,
                    **config)
-

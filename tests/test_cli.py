@@ -76,6 +76,19 @@ def test_export_savedmodel(trained, capsys, tmp_path):
     assert "SavedModel" in printed and "KiB" in printed and "max abs difference" in printed
 
 
+def test_export_onnx_prints_the_parity_table(trained, capsys, tmp_path):
+    _, output = trained
+    onnx = str(tmp_path / "model.onnx")
+    assert cli.main(["export", "--model", os.path.join(output, "model.keras"),
+                     "--output-dir", str(tmp_path / "export" / "1"), "--onnx", onnx,
+                     "--val-size", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert os.path.getsize(onnx) > 1000
+    header = next(line for line in printed.splitlines() if line.startswith("output "))
+    assert header.split()[-2:] == ["SavedModel", "ONNX"]
+    assert "objects_num_detections" in printed and "share of pixels differing" in printed
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["none", "int8"])
 def test_export_tflite(trained, capsys, tmp_path, quantization):

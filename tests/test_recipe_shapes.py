@@ -14,7 +14,9 @@ def test_quick_shapes_recipe_trains_exports_and_writes_outputs(tmp_path, capsys)
     results = recipe.main(["--quick", "--output-dir", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "label_accuracy" in printed and "mask_miou" in printed
-    assert "reloaded outputs match predict" in printed
+    assert "parity with predict per output" in printed
+    header = next(line for line in printed.splitlines() if line.startswith("output "))
+    assert header.split()[-3:] == ["SavedModel", "TFLite", "ONNX"]  # check_export's table
     accuracy_row = [line for line in printed.splitlines() if line.startswith("label_accuracy ")]
     assert f"{results['label_accuracy']:.4f}" in accuracy_row[0]  # the printed value is the result
     with open(tmp_path / "history.json") as file:
@@ -23,3 +25,4 @@ def test_quick_shapes_recipe_trains_exports_and_writes_outputs(tmp_path, capsys)
     assert "weight/label" in saved["history"]
     assert os.path.getsize(tmp_path / "curves.png") > 1000
     assert os.path.exists(tmp_path / "export" / "1" / "saved_model.pb")
+    assert os.path.exists(tmp_path / "export" / "1.onnx")
