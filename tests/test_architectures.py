@@ -62,7 +62,7 @@ def raw_outputs(model, images):
 # --- registry ------------------------------------------------------------------------------
 def test_registry_lists_every_architecture_and_names_the_valid_ones():
     assert architectures.names() == ["adapters", "cascade", "cgc", "cross_stitch", "dselect_k",
-                                     "hps", "mmoe", "mtan", "ple", "separate"]
+                                     "hps", "ltb", "mmoe", "mtan", "ple", "separate"]
     with pytest.raises(ValueError, match="Valid names: adapters, cascade"):
         architectures.get("soft_sharing")
     mtan = architectures.MTAN(reduction=2)
@@ -132,6 +132,8 @@ def test_what_each_architecture_shares():
     assert shared["cgc"] == (trunk_size + 3, 4)  # the private experts are not shared
     # PLE's lower layer: shared and private experts and the shared gate; top: shared expert.
     assert shared["ple"] == (trunk_size + 3 + 2 * 3 + 2 + 3, 4)
+    # Learning to branch: two columns and a branching unit before P3, P4 and P5.
+    assert shared["ltb"] == (2 * trunk_size + 3, 0)
 
 
 # --- columns -------------------------------------------------------------------------------

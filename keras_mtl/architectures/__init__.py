@@ -16,6 +16,7 @@ instance; `build_mtl(..., architecture=...)` and `MultiTaskModel` call it.
 | `cgc`          | `CGC`                  | trunk + shared experts; private experts per task   |
 | `ple`          | `PLE`                  | stacked CGC layers joined by shared gates          |
 | `dselect_k`    | `DSelectK`             | MMoE experts; k-sparse smooth-step selector gates  |
+| `ltb`          | `LTB`                  | T columns; each stage learns its parent stage      |
 
 The mixture-of-experts architectures (`mmoe`, `cgc`, `ple`, `dselect_k`)
 put their experts on the trunk's pyramid levels; `gate_loads(model,
@@ -33,8 +34,8 @@ Example:
 ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3),
 ...     architecture="mtan", weighting="pcgrad")
 >>> keras_mtl.architectures.names()
-['adapters', 'cascade', 'cgc', 'cross_stitch', 'dselect_k', 'hps', 'mmoe', 'mtan', 'ple',
- 'separate']
+['adapters', 'cascade', 'cgc', 'cross_stitch', 'dselect_k', 'hps', 'ltb', 'mmoe', 'mtan',
+ 'ple', 'separate']
 """
 
 from keras_mtl.architectures.adapters import ResidualAdapters
@@ -48,6 +49,7 @@ from keras_mtl.architectures.experts import ExpertMixture, expert_block
 from keras_mtl.architectures.gate_loads import gate_loads
 from keras_mtl.architectures.gates import DSelectGate, SoftmaxGate, smooth_step
 from keras_mtl.architectures.hps import HardParameterSharing
+from keras_mtl.architectures.ltb import LTB, BranchingUnit
 from keras_mtl.architectures.mmoe import MMoE
 from keras_mtl.architectures.mtan import MTAN
 from keras_mtl.architectures.ple import PLE
@@ -65,6 +67,7 @@ ARCHITECTURES.register("mmoe")(MMoE)
 ARCHITECTURES.register("cgc")(CGC)
 ARCHITECTURES.register("ple")(PLE)
 ARCHITECTURES.register("dselect_k")(DSelectK)
+ARCHITECTURES.register("ltb")(LTB)
 
 
 def names():
@@ -87,9 +90,9 @@ def get(identifier, **kwargs):
 
 
 __all__ = [
-    "ARCHITECTURES", "Architecture", "CGC", "Cascade", "CrossStitch", "CrossStitchUnit",
-    "DSelectGate", "DSelectK", "ExpertMixture", "HardParameterSharing", "MMoE", "MTAN", "PLE",
-    "PredictionMap", "ResidualAdapters", "Separate", "SharedParts", "SoftmaxGate",
-    "clone_trunk", "dependency_order", "expert_block", "gate_loads", "get", "names",
-    "smooth_step", "split_stages",
+    "ARCHITECTURES", "Architecture", "BranchingUnit", "CGC", "Cascade", "CrossStitch",
+    "CrossStitchUnit", "DSelectGate", "DSelectK", "ExpertMixture", "HardParameterSharing", "LTB",
+    "MMoE", "MTAN", "PLE", "PredictionMap", "ResidualAdapters", "Separate", "SharedParts",
+    "SoftmaxGate", "clone_trunk", "dependency_order", "expert_block", "gate_loads", "get",
+    "names", "smooth_step", "split_stages",
 ]
