@@ -5,7 +5,8 @@ promise. The shared harness (build, a step, save/reload, export, XLA) is in
 MMoE with one expert is hard sharing plus an expert block; CGC's and PLE's private experts
 are reached by their own task only (PLE's lower ones by every task, through the shared gate);
 each model says what it shares; DSelect-k's selector in closed form (smooth-step, one-hot
-and k-sparse weights for saturated logits, the penalties); `gate_loads`.
+and k-sparse weights for saturated logits, the penalties); `gate_loads` and
+`GateLoadMonitor` (the loads in the training logs).
 """
 
 import warnings
@@ -89,9 +90,13 @@ def test_mmoe_shares_the_trunk_and_every_expert_and_balances_them():
     before = [v.numpy().copy() for v in experts]
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # shared parameters exist: no fallback
-        history = model.fit(images, targets, batch_size=4, epochs=1, verbose=0).history
+        history = model.fit(images, targets, batch_size=4, epochs=1, verbose=0,
+                            callbacks=[mtl.callbacks.GateLoadMonitor(images)]).history
     assert np.isfinite(history["loss"][0])
     assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, experts))
+    for task in ("label", "mask"):  # the gates' loads are in the logs
+        loads = [history[f"gate_load/{task}/{e}"][0] for e in range(2)]
+        assert min(loads) > 0 and abs(sum(loads) - 1) < 1e-5
 
 
 def test_top_k_gate_keeps_k_experts():
