@@ -6,7 +6,7 @@ from keras_mtl.model import MultiTaskModel
 
 def build_mtl(tasks, trunk="resnet50", weights="imagenet", input_shape=(224, 224, 3),
               weighting="auto", trainable_trunk=True, name="multi_task_model",
-              architecture="hps"):
+              architecture="hps", sync_batch_norm=True):
     """Builds a multi-task model: a trunk, one head per task, wired by `architecture`.
 
     Args:
@@ -28,6 +28,10 @@ def build_mtl(tasks, trunk="resnet50", weights="imagenet", input_shape=(224, 224
             `"cross_stitch"`, `"cascade"` (e.g.
             `architectures.Cascade(depends_on={"mask": "objects"})`),
             `"adapters"`, `"separate"`.
+        sync_batch_norm: built inside a `tf.distribute` strategy with more
+            than one replica, the `BatchNormalization` layers use global
+            batch statistics (the one-device results); `False` keeps them
+            per replica.
 
     Returns:
         A `keras_mtl.MultiTaskModel`.
@@ -45,7 +49,7 @@ def build_mtl(tasks, trunk="resnet50", weights="imagenet", input_shape=(224, 224
     trunk_model = trunks.get(trunk, input_shape=input_shape, weights=weights,
                              trainable=trainable_trunk)
     return MultiTaskModel(trunk_model, tasks, weighting=weighting, architecture=architecture,
-                          name=name)
+                          sync_batch_norm=sync_batch_norm, name=name)
 
 
 def build_single_task(task, trunk="resnet50", weights="imagenet", input_shape=(224, 224, 3),

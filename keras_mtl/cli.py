@@ -445,8 +445,6 @@ def train(args, parser):
                 model = mtl.build_mtl(tasks, trunk=settings["trunk"], weights=settings["weights"],
                                       input_shape=(size, size, 3),
                                       weighting=settings["weighting"])
-                if strategy.num_replicas_in_sync > 1:
-                    distribute.synchronize_batch_norm(model)
                 total_steps = settings["epochs"] * settings["steps"]
                 schedule = keras.optimizers.schedules.CosineDecay(settings["learning_rate"],
                                                                   decay_steps=total_steps)

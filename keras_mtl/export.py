@@ -49,4 +49,3 @@ def export_saved_model(model, filepath, verbose=True):
         )
     archive.write_out(filepath, verbose=verbose)
     return filepath
-

@@ -57,6 +57,11 @@ class MultiTaskModel(compat.FirstReplicaSymbolicBuild, keras.Model):
             `keras_mtl.architectures.get`): `"hps"` (default), `"mtan"`,
             `"cross_stitch"`, `"cascade"`, `"adapters"`, `"separate"`, or
             an `Architecture` instance.
+        sync_batch_norm: when the model is built inside a `tf.distribute`
+            strategy with more than one replica, every `BatchNormalization`
+            layer (trunk and heads) normalises with the statistics of the
+            global batch (`keras_mtl.distribute.synchronize_batch_norm`), so
+            training matches one device. `False` keeps per-replica statistics.
         **kwargs: passed to `keras.Model` (`name`, ...).
 
     Example:
@@ -68,7 +73,8 @@ class MultiTaskModel(compat.FirstReplicaSymbolicBuild, keras.Model):
     ['c', 's']
     """
 
-    def __init__(self, trunk, tasks, weighting="equal", architecture="hps", **kwargs):
+    def __init__(self, trunk, tasks, weighting="equal", architecture="hps", sync_batch_norm=True,
+                 **kwargs):
         tasks = list(tasks)
         names = [task.name for task in tasks]
         if not tasks:
@@ -97,6 +103,9 @@ class MultiTaskModel(compat.FirstReplicaSymbolicBuild, keras.Model):
             self.weighting.build_gradient_state(
                 sum(int(math.prod(v.shape)) for v in self._shared_parts.variables()))
         super().__init__(inputs=images, outputs=outputs, **kwargs)
+        self.sync_batch_norm = bool(sync_batch_norm)
+        if self.sync_batch_norm and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            distribute.synchronize_batch_norm(self)
 
         # === Metrics ===
         self.image_shape = image_shape
@@ -335,6 +344,7 @@ class MultiTaskModel(compat.FirstReplicaSymbolicBuild, keras.Model):
             "tasks": [keras.saving.serialize_keras_object(task) for task in self.tasks],
             "weighting": keras.saving.serialize_keras_object(self.weighting),
             "architecture": keras.saving.serialize_keras_object(self.architecture),
+            "sync_batch_norm": self.sync_batch_norm,
         }
 
     @classmethod
@@ -348,3 +358,4 @@ class MultiTaskModel(compat.FirstReplicaSymbolicBuild, keras.Model):
             architecture = keras.saving.deserialize_keras_object(architecture, custom_objects)
         return cls(trunk=trunk, tasks=tasks, weighting=weighting, architecture=architecture,
                    **config)
+
