@@ -103,10 +103,3 @@ def test_private_names_are_used_in_compat_only():
         offenders += [f"{path.relative_to(package)}: {name}" for name in PRIVATE_NAMES
                       if name in text]
     assert not offenders, offenders
-
-
-def test_the_training_package_does_not_import_the_model():
-    package = pathlib.Path(compat.__file__).parent / "training"
-    for path in package.glob("*.py"):
-        text = path.read_text()
-        assert "keras_mtl.model" not in text and "from keras_mtl import model" not in text, path
