@@ -145,7 +145,9 @@ def make_tasks(with_detection=True):
     Example:
 
     >>> model = keras_mtl.build_mtl(make_tasks(), trunk="micro_resnet", weights=None,
-    ...                             input_shape=(64, 64, 3))
+    ...                             input_shape=(32, 32, 3))
+    >>> model.task_names
+    ['label', 'objects', 'mask']
     """
     from keras_mtl import tasks
 

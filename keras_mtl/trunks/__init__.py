@@ -6,7 +6,7 @@ see `from_keras_hub`), or wraps a user `keras.Model`.
 
 Example:
 
->>> trunk = keras_mtl.trunks.get("resnet50", input_shape=(64, 64, 3), weights=None)
+>>> trunk = keras_mtl.trunks.get("micro_resnet", input_shape=(32, 32, 3), weights=None)
 >>> sorted(trunk.output)
 ['P2', 'P3', 'P4', 'P5']
 """
