@@ -40,6 +40,8 @@ class Segmentation(Task):
     >>> labels = np.array([[[0, 255]]])            # (1, 1, 2); 255 is ignored
     >>> logits = np.zeros((1, 1, 2, 3))
     >>> loss, count = task.compute_loss(labels, logits)   # log(3), 1 pixel
+    >>> round(float(loss), 4), float(count)
+    (1.0986, 1.0)
     """
 
     def __init__(self, name, num_classes, ignore_index=255, dice_weight=0.0, decoder_channels=64,

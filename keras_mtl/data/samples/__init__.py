@@ -10,6 +10,9 @@ Example:
 >>> from keras_mtl.data import coco, samples
 >>> ds = coco.load_coco_json(samples.pennfudan_coco("images"),
 ...                          samples.pennfudan_coco("annotations.json"), image_size=64)
+>>> images, targets = next(iter(ds))
+>>> images.shape, sorted(targets)
+(TensorShape([8, 64, 64, 3]), ['mask', 'objects'])
 """
 
 import os
