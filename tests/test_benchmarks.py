@@ -81,3 +81,29 @@ def test_quick_keras_part_writes_json_and_markdown(tmp_path, capsys):
     assert "| # | measure | value | goal | status | detail |" in out
     assert f"TensorFlow {meta['tensorflow']}" in out and "device CPU" in out
     assert "| 2 | MultiTaskModel(static) / plain Keras `loss_weights`: step time |" in out
+
+
+def test_many_tasks_configurations_resume_and_table(tmp_path):
+    """benchmarks/many_tasks.py: which rows it runs, what it skips, the table (no model)."""
+    from benchmarks import many_tasks
+
+    args = many_tasks.main.__globals__["argparse"].Namespace(
+        tasks=[2, 8], methods=["mgda", "pcgrad", "graddrop"], update_every=[10],
+        jacobian=["loop", "vectorized"], trunk="micro_resnet", size=32, batch=8,
+        jit_compile=False, warmup=1, repeats=1, steps=1)
+    configs = list(many_tasks.configurations(args))
+    labels = {(c["tasks"], c["method"], c["variant"], c["update_every"], c["jacobian"])
+              for c in configs}
+    assert (8, "mgda", "rep_grad", 10, "vectorized") in labels
+    assert (8, "pcgrad", "params", 10, "loop") in labels
+    assert not any(m == "pcgrad" and v == "rep_grad" for _, m, v, _, _ in labels)  # refused
+    assert not any(m == "graddrop" and k > 1 for _, m, _, k, _ in labels)  # not a Gramian method
+    rows = [dict(c, step_s=0.01 * (i + 1), peak_growth_mb=10.0 + i, device="CPU x2")
+            for i, c in enumerate(configs[:3])]
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = {many_tasks.key_of(r) for r in many_tasks.read_rows(str(path))}
+    assert many_tasks.key_of(configs[1]) in done and many_tasks.key_of(configs[5]) not in done
+    many_tasks.write_table(many_tasks.read_rows(str(path)), str(tmp_path / "many.md"))
+    table = (tmp_path / "many.md").read_text()
+    assert "| 2 | equal |" in table and "2.00x" in table  # 0.02 s against equal's 0.01 s
