@@ -4,7 +4,6 @@ from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting import solvers
-from keras_mtl.weighting.gramian_direction import direction_from_gramian_weights
 from keras_mtl.weighting.weighting import GradientWeighting
 
 
@@ -64,9 +63,6 @@ class ConFIG(GradientWeighting):
         self.rcond = float(rcond)
 
     gramian_weights = True  # the coefficients depend on the gradients through G alone
-
-    def compute_direction(self, grads, losses, present):
-        return direction_from_gramian_weights(self, grads, losses, present)
 
     def compute_gramian_weights(self, gram, losses, present):
         gram = solvers.masked_gram(gram, present)  # (T, T)

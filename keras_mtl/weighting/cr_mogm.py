@@ -4,7 +4,6 @@ from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting import solvers
-from keras_mtl.weighting.gramian_direction import direction_from_gramian_weights
 from keras_mtl.weighting.weighting import GradientWeighting
 
 
@@ -59,9 +58,6 @@ class CRMOGM(GradientWeighting):
             initializer=lambda shape, dtype: ops.full(shape, 1.0 / num_tasks, dtype))
 
     gramian_weights = True  # the coefficients depend on the gradients through G alone
-
-    def compute_direction(self, grads, losses, present):
-        return direction_from_gramian_weights(self, grads, losses, present)
 
     def compute_gramian_weights(self, gram, losses, present):
         previous = ops.convert_to_tensor(self.smoothed_weights)  # (T,)

@@ -5,7 +5,6 @@ from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting import solvers
-from keras_mtl.weighting.gramian_direction import direction_from_gramian_weights
 from keras_mtl.weighting.weighting import GradientWeighting
 
 
@@ -142,9 +141,6 @@ class FairGrad(GradientWeighting):
         self.ridge = float(ridge)
 
     gramian_weights = True  # the coefficients depend on the gradients through G alone
-
-    def compute_direction(self, grads, losses, present):
-        return direction_from_gramian_weights(self, grads, losses, present)
 
     def compute_gramian_weights(self, gram, losses, present):
         weights = fair_weights(gram, self.alpha, present, self.iterations, self.ridge)  # (T,)

@@ -3,8 +3,6 @@
 from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
-from keras_mtl.weighting import solvers
-from keras_mtl.weighting.gramian_direction import direction_from_gramian_weights
 from keras_mtl.weighting.weighting import GradientWeighting
 
 _FAR = 1e30  # the distance to an absent task (never a neighbour)
@@ -65,9 +63,6 @@ class Krum(GradientWeighting):
         self.n_selected = int(n_selected)
 
     gramian_weights = True  # the coefficients depend on the gradients through G alone
-
-    def compute_direction(self, grads, losses, present):
-        return direction_from_gramian_weights(self, grads, losses, present)
 
     def compute_gramian_weights(self, gram, losses, present):
         num_tasks = gram.shape[0]
