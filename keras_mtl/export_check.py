@@ -195,19 +195,21 @@ def check_export(model, exports, images, tolerances=None, raise_on_failure=True,
             another shape, or (with `raise_on_failure`) differs beyond the
             tolerance.
 
-    Example:
+    Example (writing and reloading a SavedModel takes seconds):
 
-    >>> model = keras_mtl.build_mtl(
-    ...     [keras_mtl.tasks.Classification("label", 3), keras_mtl.tasks.Segmentation("mask", 2)],
-    ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3))
-    >>> _ = model.export("saved", verbose=False)
-    >>> images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3))
-    >>> report = check_export(model, ["saved"], images, verbose=True)
-    output  measure                    tolerance  SavedModel
-    label   max abs diff                   1e-05  ...
-    mask    share of pixels differing      1e-05  ...
-    >>> report["mask"]
-    0.0
+    ```python
+    model = keras_mtl.build_mtl(
+        [keras_mtl.tasks.Classification("label", 3), keras_mtl.tasks.Segmentation("mask", 2)],
+        trunk="micro_resnet", weights=None, input_shape=(32, 32, 3))
+    _ = model.export("saved", verbose=False)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3))
+    report = check_export(model, ["saved"], images, verbose=True)
+    # output  measure                    tolerance  SavedModel
+    # label   max abs diff                   1e-05  ...
+    # mask    share of pixels differing      1e-05  ...
+    report["mask"]
+    # 0.0
+    ```
     """
     if isinstance(exports, (str, os.PathLike)):
         exports = [exports]
