@@ -3,6 +3,8 @@
 import tensorflow as tf
 from keras import ops
 
+from keras_mtl import compat
+
 
 def build_buffer(weighting, attribute, gradient_dim, name):
     """Creates `weighting.<attribute>`, a `(T, D)` float32 zero variable, once.
@@ -21,12 +23,9 @@ def build_buffer(weighting, attribute, gradient_dim, name):
                 f"parameters, the gradients have {gradient_dim}: build a new model (and weighting) "
                 "after changing which trunk layers are trainable.")
         return existing
-    locked = weighting._tracker.locked
-    weighting._tracker.unlock()
-    buffer = weighting.add_weight(shape=(weighting.num_tasks, gradient_dim), initializer="zeros",
-                                  trainable=False, name=name)
-    if locked:
-        weighting._tracker.lock()
+    with compat.adding_state_after_build(weighting):
+        buffer = weighting.add_weight(shape=(weighting.num_tasks, gradient_dim),
+                                      initializer="zeros", trainable=False, name=name)
     setattr(weighting, attribute, buffer)
     return buffer
 
