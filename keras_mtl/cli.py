@@ -28,6 +28,7 @@ import sys
 
 from keras_mtl import cli_data
 from keras_mtl.cli_compare import add_compare_command, compare as compare_command
+from keras_mtl.progress import progress
 
 COMMANDS = ("train", "evaluate", "export", "predict", "compare")
 DATASETS = ("shapes", "pennfudan") + cli_data.SOURCES
@@ -383,6 +384,11 @@ def _print_table(title, results):
 
 
 def _metrics(model, val):
+    with progress("Evaluating on the held-out data"):
+        return _held_out_metrics(model, val)
+
+
+def _held_out_metrics(model, val):
     results = {k: float(v) for k, v in model.evaluate(val, verbose=0, return_dict=True).items()}
     from keras_mtl.tasks.detection import Detection
 
@@ -423,7 +429,8 @@ def train(args, parser):
         strategy = distribute.make_strategy(settings.get("strategy", "default"))
         size, batch = settings["image_size"], settings["batch_size"]
         if settings["data"] in cli_data.SOURCES:
-            tasks, train_data = cli_data.train_data(args, settings, CLIError)
+            with progress(f"Reading the {settings['data']} data"):
+                tasks, train_data = cli_data.train_data(args, settings, CLIError)
         elif settings["data"] == "pennfudan":
             _check_data_dir(args.data_dir)
             pennfudan = _pennfudan()
@@ -490,7 +497,8 @@ def train(args, parser):
                 from keras_mtl.export import check_export
 
                 export_dir = os.path.join(output_dir, "export", "1")
-                model.export(export_dir, verbose=False)
+                with progress("Exporting the SavedModel"):
+                    model.export(export_dir, verbose=False)
                 images = next(iter(val))[0][:4].numpy()
                 differences = check_export(model, export_dir, images)
                 print(f"SavedModel at {export_dir} (max abs difference to predict "
@@ -552,7 +560,8 @@ def export(args, parser):
         sample = np.random.default_rng(0).integers(
             0, 256, (4, *model.image_shape)).astype("uint8")  # no matching data: random pixels
     images = (next(iter(sample))[0].numpy() if not isinstance(sample, np.ndarray) else sample)[:4]
-    model.export(args.output_dir, verbose=False)
+    with progress("Exporting the SavedModel"):
+        model.export(args.output_dir, verbose=False)
     differences = check_export(model, args.output_dir, images)
     size = sum(os.path.getsize(os.path.join(root, name))
                for root, _, names in os.walk(args.output_dir) for name in names)
@@ -562,8 +571,10 @@ def export(args, parser):
         from keras_mtl.tflite import check_tflite, export_tflite
 
         quantization = None if args.quantization in (None, "none") else args.quantization
-        export_tflite(model, args.tflite, quantization=quantization, representative_data=sample,
-                      num_calibration_images=args.calibration_images or 64)
+        with progress(f"Converting to TFLite ({quantization or 'float32'})"):
+            export_tflite(model, args.tflite, quantization=quantization,
+                          representative_data=sample,
+                          num_calibration_images=args.calibration_images or 64)
         report = check_tflite(args.tflite, args.output_dir, images,
                               atol=1e-4 if quantization is None else None, verbose=False)
         print(f"TFLite {args.tflite} ({quantization or 'float32'}): "
@@ -575,7 +586,8 @@ def export(args, parser):
             print(f"  {name}: {value:.3g}{extra}")
     if args.onnx:
         try:
-            model.export(args.onnx, format="onnx", verbose=False)
+            with progress("Converting to ONNX (tf2onnx)"):
+                model.export(args.onnx, format="onnx", verbose=False)
         except ImportError as error:  # the onnx extra is not installed
             raise CLIError(str(error)) from error
         print(f"ONNX {args.onnx}: {os.path.getsize(args.onnx) / 1024:.1f} KiB; parity with "

@@ -79,6 +79,7 @@ def main(argv=None):
     from keras_mtl.data import shapes
     from keras_mtl.export_check import check_export
     from keras_mtl.plotting import plot_history
+    from keras_mtl.progress import progress
     from keras_mtl.tflite import export_tflite
 
     os.makedirs(args.output_dir, exist_ok=True)
@@ -135,11 +136,12 @@ def main(argv=None):
     plot_history(history, os.path.join(args.output_dir, "curves.png"), task_names=keep)
 
     export_dir = os.path.join(args.output_dir, "export", "1")
-    model.export(export_dir, verbose=False)
     images = next(iter(val))[0][:4].numpy()
-    exports = [export_dir, export_tflite(export_dir, export_dir + ".tflite")]
-    if importlib.util.find_spec("tf2onnx"):  # the onnx extra
-        exports.append(model.export(export_dir + ".onnx", format="onnx", verbose=False))
+    with progress("Exporting SavedModel, TFLite and ONNX"):
+        model.export(export_dir, verbose=False)
+        exports = [export_dir, export_tflite(export_dir, export_dir + ".tflite")]
+        if importlib.util.find_spec("tf2onnx"):  # the onnx extra
+            exports.append(model.export(export_dir + ".onnx", format="onnx", verbose=False))
     print(f"\nExports in {os.path.dirname(export_dir)}/, parity with predict per output:")
     check_export(model, exports, images, verbose=True)
     if with_detection:

@@ -76,6 +76,7 @@ def test_export_savedmodel(trained, capsys, tmp_path):
     assert "SavedModel" in printed and "KiB" in printed and "max abs difference" in printed
 
 
+@pytest.mark.slow  # an ONNX conversion; tests/test_onnx.py checks the parity in the default run
 def test_export_onnx_prints_the_parity_table(trained, capsys, tmp_path):
     _, output = trained
     onnx = str(tmp_path / "model.onnx")
