@@ -5,15 +5,17 @@
 global batch: each task's loss is normalised over the labelled elements of
 the *global* batch, the per-task gradients of gradient-based weightings are
 all-reduced before they are aggregated, and the logged metrics are those of
-the global batch (see `MultiTaskModel.global_task_losses`). This module holds
-the plumbing around it:
+the global batch (see `keras_mtl.training.losses`). A model built inside a
+strategy with more than one replica synchronises its BatchNorm layers
+(`build_mtl(..., sync_batch_norm=True)`, the default). This module holds the
+plumbing around it:
 
 - `set_logical_cpus(n)`: split the CPU into `n` logical devices, to try a
   `MirroredStrategy` without GPUs (call it before TensorFlow touches a device).
 - `make_strategy(name)`: `"default"`, `"mirrored"` or `"multi_worker"`.
 - `synchronize_batch_norm(model)`: global batch statistics in every
-  `BatchNormalization` layer (per-replica statistics otherwise differ from
-  one device's).
+  `BatchNormalization` layer (what `build_mtl` does under a strategy; for a
+  model built otherwise).
 - `local_tf_config(ports, index)` and `free_ports(n)`: a `TF_CONFIG` for
   workers on `127.0.0.1`, for trying `MultiWorkerMirroredStrategy` locally.
 
@@ -25,7 +27,7 @@ Build and compile the model inside `strategy.scope()`, batch the data by the
 *global* batch size, and pass `jit_compile=True` explicitly where XLA is
 wanted (Keras' `"auto"` turns XLA off under a strategy; the model then
 compiles its replica-local forward and backward passes itself, see
-`MultiTaskModel.compiled_per_replica`).
+`PerReplicaXLA`).
 
 Example (a program of its own: the logical CPUs must be set before any TensorFlow op):
 
@@ -36,7 +38,6 @@ strategy = distribute.make_strategy("mirrored")
 with strategy.scope():
     model = keras_mtl.build_mtl(tasks, trunk="micro_resnet", weights=None,
                                 input_shape=(32, 32, 3))
-    distribute.synchronize_batch_norm(model)
     model.compile(optimizer="sgd", jit_compile=True)
 model.fit(dataset_of_global_batches, epochs=1)
 ```
