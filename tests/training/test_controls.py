@@ -270,7 +270,7 @@ def test_freezing_and_curriculum_under_mirrored_strategy():
         tf.config.set_logical_device_configuration(
             tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras, numpy as np
-        from test_training_controls import EpochSnapshots, batch, head, tiny_model
+        from test_controls import EpochSnapshots, batch, head, tiny_model
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         images, targets = batch(16)
         for trunk_optimizer in (None, "adamw"):
