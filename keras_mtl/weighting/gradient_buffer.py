@@ -57,3 +57,35 @@ def remember_batch(previous, seen, grads, present):
     """Stores this batch's gradients of the present tasks as the next step's `previous`."""
     previous.assign(ops.where(present[:, None] > 0.0, grads, previous))
     seen.assign(ops.maximum(seen, present))
+
+
+class PreviousBatchGram:
+    """Mixin of a `GradientWeighting` that pairs the last batch's task gradients with this one's.
+
+    MoDo and SDMGrad estimate `G = J J^T` from two independent batches; a
+    Keras step has one, so the previous step's gradients stand in for the
+    second (`cross_batch_gram`). The mixin holds the `(T,)` stored task
+    weights (`task_weights_state`, starting at `1/T`), which tasks were seen,
+    and the `(T, D)` buffer of the previous gradients. Put it before
+    `GradientWeighting` in the bases.
+    """
+
+    weights_state_name = "task_weights"
+
+    def build_state(self, num_tasks):
+        self.task_weights_state = self.add_weight(
+            shape=(num_tasks,), trainable=False, name=self.weights_state_name,
+            initializer=lambda shape, dtype: ops.full(shape, 1.0 / num_tasks, dtype))
+        self.seen = self.add_weight(shape=(num_tasks,), initializer="zeros", trainable=False,
+                                    name="seen")
+
+    def build_gradient_state(self, gradient_dim):
+        """Creates the `(T, D)` buffer of the previous batch's task gradients."""
+        build_buffer(self, "previous_gradients", gradient_dim, "previous_gradients")
+
+    def previous_batch_products(self, grads, present):
+        """`J_prev J^T` `(T, T)`, then this batch's gradients become the stored ones."""
+        previous = ensure_buffer(self, "previous_gradients", grads.shape[1], "previous_gradients")
+        products = cross_batch_gram(previous, self.seen, grads, present)  # (T, T)
+        remember_batch(previous, self.seen, grads, present)
+        return products

@@ -4,13 +4,12 @@ from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting import solvers
-from keras_mtl.weighting.gradient_buffer import (
-    build_buffer, cross_batch_gram, ensure_buffer, remember_batch)
+from keras_mtl.weighting.gradient_buffer import PreviousBatchGram
 from keras_mtl.weighting.weighting import GradientWeighting
 
 
 @keras_serializable
-class MoDo(GradientWeighting):
+class MoDo(PreviousBatchGram, GradientWeighting):
     """Multi-objective gradient with double sampling (Chen, Fernando, Ying
     and Chen, "Three-Way Trade-Off in Multi-Objective Learning:
     Optimization, Generalization and Conflict-Avoidance", NeurIPS 2023 /
@@ -58,6 +57,7 @@ class MoDo(GradientWeighting):
     """
 
     supports_rep_grad = False
+    weights_state_name = "lambda"
 
     def __init__(self, gamma=0.001, rho=0.1, rep_grad=False, **kwargs):
         super().__init__(rep_grad=rep_grad, **kwargs)
@@ -65,21 +65,8 @@ class MoDo(GradientWeighting):
         self.rho = float(rho)
         self.previous_gradients = None
 
-    def build_state(self, num_tasks):
-        self.task_weights_state = self.add_weight(
-            shape=(num_tasks,), trainable=False, name="lambda",
-            initializer=lambda shape, dtype: ops.full(shape, 1.0 / num_tasks, dtype))
-        self.seen = self.add_weight(shape=(num_tasks,), initializer="zeros", trainable=False,
-                                    name="seen")
-
-    def build_gradient_state(self, gradient_dim):
-        """Creates the `(T, D)` buffer of the previous batch's task gradients."""
-        build_buffer(self, "previous_gradients", gradient_dim, "previous_gradients")
-
     def compute_direction(self, grads, losses, present):
-        previous = ensure_buffer(self, "previous_gradients", grads.shape[1], "previous_gradients")
-        products = cross_batch_gram(previous, self.seen, grads, present)  # (T, T) J_1 J_2^T
-        remember_batch(previous, self.seen, grads, present)
+        products = self.previous_batch_products(grads, present)  # (T, T) J_1 J_2^T
         stored = ops.convert_to_tensor(self.task_weights_state)  # (T,)
         mass = ops.sum(stored * present)  # () held by the present tasks
         weights = stored * present / ops.maximum(mass, 1e-30)  # (T,) sum 1 over present

@@ -4,13 +4,12 @@ from keras import ops
 
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting import solvers
-from keras_mtl.weighting.gradient_buffer import (
-    build_buffer, cross_batch_gram, ensure_buffer, remember_batch)
+from keras_mtl.weighting.gradient_buffer import PreviousBatchGram
 from keras_mtl.weighting.weighting import GradientWeighting
 
 
 @keras_serializable
-class SDMGrad(GradientWeighting):
+class SDMGrad(PreviousBatchGram, GradientWeighting):
     """Stochastic direction-oriented multi-objective gradient descent (Xiao,
     Ban and Ji, "Direction-oriented Multi-objective Learning: Simple and
     Provable Stochastic Algorithms", NeurIPS 2023; reference behaviour:
@@ -66,6 +65,7 @@ class SDMGrad(GradientWeighting):
     """
 
     supports_rep_grad = False
+    weights_state_name = "w"
 
     def __init__(self, lamda=0.3, learning_rate=5.0, momentum=0.5, iterations=20, rep_grad=False,
                  **kwargs):
@@ -78,21 +78,8 @@ class SDMGrad(GradientWeighting):
         self.iterations = int(iterations)
         self.previous_gradients = None
 
-    def build_state(self, num_tasks):
-        self.task_weights_state = self.add_weight(
-            shape=(num_tasks,), trainable=False, name="w",
-            initializer=lambda shape, dtype: ops.full(shape, 1.0 / num_tasks, dtype))
-        self.seen = self.add_weight(shape=(num_tasks,), initializer="zeros", trainable=False,
-                                    name="seen")
-
-    def build_gradient_state(self, gradient_dim):
-        """Creates the `(T, D)` buffer of the previous batch's task gradients."""
-        build_buffer(self, "previous_gradients", gradient_dim, "previous_gradients")
-
     def compute_direction(self, grads, losses, present):
-        previous = ensure_buffer(self, "previous_gradients", grads.shape[1], "previous_gradients")
-        products = cross_batch_gram(previous, self.seen, grads, present)  # (T, T) J_1 J_2^T
-        remember_batch(previous, self.seen, grads, present)
+        products = self.previous_batch_products(grads, present)  # (T, T) J_1 J_2^T
         count = ops.maximum(ops.sum(present), 1.0)
         scale = ops.sum(ops.sqrt(ops.maximum(ops.diagonal(products), 0.0))) / count  # ()
         products = products / (ops.square(scale) + 1e-8)  # (T, T)
