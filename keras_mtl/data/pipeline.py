@@ -47,8 +47,16 @@ def from_arrays(images, targets, batch_size=8, shuffle=False, repeat=False, augm
         The dataset, prefetched.
     """
     ds = tf.data.Dataset.from_tensor_slices((images, targets))
-    if shuffle:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return finish(ds, batch_size, shuffle_buffer=len(images) if shuffle else 0, repeat=repeat,
+                  augment=augment, drop_remainder=drop_remainder, seed=seed, batched=batched)
+
+
+def finish(ds, batch_size, shuffle_buffer=0, repeat=False, augment=None, drop_remainder=False,
+           seed=0, batched=True):
+    """Shuffles (when `shuffle_buffer` > 0), repeats, batches, augments and prefetches
+    a dataset of single examples; the arguments are those of `from_arrays`."""
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     if not batched:

@@ -39,6 +39,8 @@ import os
 
 import tensorflow as tf
 
+from keras_mtl.data import pipeline
+
 PETS_TASK_NAMES = {"breed": "breed", "species": "species", "head": "head", "trimap": "trimap"}
 TRIMAP_NAMES = ("background", "pet", "border")
 SPECIES_NAMES = ("cat", "dog")
@@ -209,16 +211,9 @@ def _pipeline(ds, convert, tasks, batch_size, shuffle, repeat, augment, drop_rem
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
         ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    if not batched:
-        return ds.prefetch(tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if augment is not None:
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return pipeline.finish(ds, batch_size, shuffle_buffer=shuffle_buffer if shuffle else 0,
+                           repeat=repeat, augment=augment, drop_remainder=drop_remainder,
+                           seed=seed, batched=batched)
 
 
 def _check_tasks(tasks, valid):
