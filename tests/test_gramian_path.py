@@ -213,3 +213,24 @@ def test_update_every_step_reuses_the_weights_with_xla(tmp_path, monkeypatch):
     assert float(restored.weighting.weight_updates_seen) == 2.0
     np.testing.assert_array_equal(ops.convert_to_numpy(restored.weighting.reused_coefficients),
                                   weights)
+
+
+def test_mixed_precision_gives_the_float32_update_on_the_gramian_path():
+    """MGDA at the shared features, update_every=2: a recomputing and a reusing step."""
+    updates = []
+    for policy in ("float32", "mixed_float16"):
+        keras.config.set_dtype_policy(policy)
+        try:
+            keras.utils.set_random_seed(0)
+            model = tiny_model(weighting_lib.get("mgda", rep_grad=True, update_every=2))
+            model.compile(optimizer=keras.optimizers.SGD(0.5))
+            before = [ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
+            images, targets = batch()
+            model.fit(images, targets, batch_size=6, epochs=2, verbose=0)
+            updates.append([b - ops.convert_to_numpy(v)
+                            for b, v in zip(before, model.trainable_variables)])
+        finally:
+            keras.config.set_dtype_policy("float32")
+    for full, mixed in zip(*updates):
+        # float16 activations: ~1e-3 relative per step; a loss-scale slip would be 2^15x off.
+        np.testing.assert_allclose(mixed, full, rtol=5e-2, atol=3e-2 * np.abs(full).max() + 1e-7)
