@@ -32,7 +32,7 @@ OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 def _seed_and_clear():
     """Overrides conftest's fixture: the test clears the Keras session itself, and only
     after a module whose examples ran (a `clear_session` is ~0.15 s of garbage
-    collection, and most of the modules have no examples)."""
+    collection; about a quarter of the modules have no examples)."""
     keras.utils.set_random_seed(0)
     keras.config.set_dtype_policy("float32")
     yield
