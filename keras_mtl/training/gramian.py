@@ -13,8 +13,8 @@ gradients only through their `T x T` Gram matrix `G = J J^T`
    `rep_grad`, of the shared features) as one `(T, *shape)` tensor per
    source: a loop of T `tape.gradient` calls or one vectorised
    `tape.jacobian` (`pfor`), chosen by `vectorize_jacobian`;
-2. accumulates `G` source by source (no `(T, D)` concatenation), divided
-   by the loss scale;
+2. forms `G` from the rows side by side (one `(T, D)` product, divided by
+   the loss scale; see `gramian` for why not a per-source sum);
 3. gets `w = weighting.weights_from_gramian(G, losses, present)`;
 4. combines the per-task gradients with `w` source by source (rep_grad:
    back-propagates the combination of the feature gradients through the
@@ -23,8 +23,8 @@ gradients only through their `T x T` Gram matrix `G = J J^T`
 Unlike autogram, the Gramian is formed from the per-task gradients, not
 layer by layer from activations and output gradients: autogram refuses
 BatchNorm, which every trunk here contains. So at every recomputation the
-T backward passes remain; the saving is the `(T, D)` matrix and its
-aggregation, and, with `update_every=k`, k - 1 steps out of k that take
+T backward passes remain; the saving is the aggregation on `(T, D)` (the
+direction is combined source by source, not split back), and, with `update_every=k`, k - 1 steps out of k that take
 one backward pass of `sum_t w_t L_t` with the stored weights and no
 per-task gradients at all.
 
@@ -101,13 +101,14 @@ def per_task_gradients(tape, objectives, sources, vectorize=None):
 
 
 def gramian(jacobians, scale=1.0):
-    """`(T, T)` float32 `sum_sources J_s J_s^T / scale^2` for `J_s` `(T, *shape)`."""
-    gram = None
-    for jacobian in jacobians:
-        flat = ops.reshape(ops.cast(jacobian, "float32"), (ops.shape(jacobian)[0], -1)) / scale
-        part = ops.matmul(flat, ops.transpose(flat))
-        gram = part if gram is None else gram + part
-    return gram
+    """`(T, T)` float32 `J J^T / scale^2`, `J` the sources' `(T, *shape)` flattened side by side.
+
+    One product over the concatenated rows, rounded as the `(T, D)` path rounds it: a sum
+    of per-source products moved IMTL's two-replica run (`tests/test_distribute.py`) by
+    3e-5 from the one-device run (its solve amplifies the rounding), against 3e-8 so."""
+    flat = ops.concatenate([ops.reshape(ops.cast(j, "float32"), (ops.shape(j)[0], -1)) / scale
+                            for j in jacobians], axis=1)  # (T, D)
+    return ops.matmul(flat, ops.transpose(flat))
 
 
 def combine(weights, jacobians):

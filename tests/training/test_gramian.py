@@ -161,6 +161,7 @@ def assert_same_models(a, b, atol=1e-5):
     ("mgda", {"rep_grad": True}, 1),
     ("gradvac", {"seed": 0}, None),  # state: the similarity targets
     ("nash_mtl", {}, 2),  # state: the previous weights; the norm clip from G
+    ("imtl", {}, None),  # state: the learned loss scales (Adam)
 ])
 def test_gramian_step_equals_the_aggregate_step(name, kwargs, absent, monkeypatch):
     old, old_history = train(weighting_lib.get(name, **kwargs), gramian=False,
