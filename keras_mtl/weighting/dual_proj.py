@@ -55,11 +55,7 @@ class DualProj(GradientWeighting):
     gramian_weights = True  # the coefficients depend on the gradients through G alone
 
     def compute_gramian_weights(self, gram, losses, present):
-        num_tasks = gram.shape[0]
-        gram = solvers.masked_gram(gram, present)  # (T, T)
-        trace = ops.trace(gram)
-        gram = ops.where(trace >= self.norm_eps, gram / ops.maximum(trace, 1e-30), 0.0)
-        gram = gram + self.reg_eps * ops.eye(num_tasks)
+        gram = solvers.normalized_gram(gram, present, self.norm_eps, self.reg_eps)  # (T, T)
         mean = present / ops.maximum(ops.sum(present), 1.0)  # (T,) the mean's weights
         weights = solvers.dual_cone_weights(gram, mean, present) * present  # (T,) v >= mean
         return weights, weights

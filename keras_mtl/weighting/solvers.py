@@ -60,6 +60,16 @@ def masked_gram(gram, present):
     return gram * ops.expand_dims(present, 0) * ops.expand_dims(present, 1)
 
 
+def normalized_gram(gram, present, norm_eps, reg_eps):
+    """The masked Gram matrix over its trace (0 when the trace is below `norm_eps`),
+    plus `reg_eps` on the diagonal: the regularised Gramian UPGrad and DualProj
+    project with (TorchJD's normalisation)."""
+    gram = masked_gram(gram, present)  # (T, T)
+    trace = ops.trace(gram)
+    gram = ops.where(trace >= norm_eps, gram / ops.maximum(trace, 1e-30), 0.0)
+    return gram + reg_eps * ops.eye(gram.shape[0])
+
+
 def _scale_of(quad):
     """A positive scalar of the order of `quad`'s entries (for conditioning)."""
     return ops.maximum(ops.max(ops.abs(ops.diagonal(quad))), 1e-30)

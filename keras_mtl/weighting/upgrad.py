@@ -51,10 +51,7 @@ class UPGrad(GradientWeighting):
 
     def compute_gramian_weights(self, gram, losses, present):
         num_tasks = gram.shape[0]
-        gram = solvers.masked_gram(gram, present)  # (T, T)
-        trace = ops.trace(gram)
-        gram = ops.where(trace >= self.norm_eps, gram / ops.maximum(trace, 1e-30), 0.0)
-        gram = gram + self.reg_eps * ops.eye(num_tasks)
+        gram = solvers.normalized_gram(gram, present, self.norm_eps, self.reg_eps)  # (T, T)
         preferences = ops.eye(num_tasks) * (present / ops.maximum(ops.sum(present), 1.0))[None]
         projected = solvers.dual_cone_weights(gram, preferences, present)  # (T, T): row i is v_i
         weights = ops.sum(projected, axis=0) * present  # (T,)
