@@ -11,7 +11,17 @@ JSONL file as each run ends, so a killed sweep resumes where it stopped):
     python benchmarks/leaderboard.py --stage screen --report-only
 
 Writes RESULTS (default benchmarks/results/leaderboard_<stage>.jsonl) and
-leaderboard_<stage>.md / .json / .png beside it.
+leaderboard_<stage>.md / .json / .png beside it. `--retry-failed` trains the
+failed rows again.
+
+Run a sweep that lasts hours from a snapshot of the code, not from a working
+tree you keep editing: TensorFlow's autograph re-reads a function's source
+file when it traces, so a file changed under a running sweep makes its later
+runs fail (seen on 2026-11-27: "decode() takes 2 positional arguments"):
+
+    git worktree add /tmp/sweep HEAD && cd /tmp/sweep
+    nohup python benchmarks/leaderboard.py --stage full \
+        --results /work/main/benchmarks/results/leaderboard_full.jsonl > sweep.log &
 """
 
 import argparse
@@ -56,6 +66,8 @@ def parse_args(argv=None):
                         help="every seed validates on fold 0 (default: seed s on fold s %% 5)")
     parser.add_argument("--results", help="JSONL file (default benchmarks/results/"
                                           "leaderboard_<stage>.jsonl)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="train the runs recorded as failed again")
     parser.add_argument("--report-only", action="store_true",
                         help="write the table and plot of the file's rows; train nothing")
     args = parser.parse_args(argv)
@@ -92,7 +104,7 @@ def main(argv=None):
               f"results in {args.results}", flush=True)
         board = lb.run_leaderboard(
             factory, args.methods, args.seeds, args.steps, args.results, trunk=args.trunk,
-            optimizer=optimizer, same_compute=args.same_compute,
+            optimizer=optimizer, same_compute=args.same_compute, retry_failed=args.retry_failed,
             tag=f"adamw lr={args.learning_rate} wd={args.weight_decay} cosine",
             progress=lambda line: print(line, flush=True))
     paths = lb.write_report(board, output_dir, name)

@@ -192,6 +192,11 @@ def test_sweep_records_failures_appends_rows_and_resumes_without_training(tmp_pa
                                trunk="micro_resnet", progress=None)
     assert trained == [] and again.markdown() == table
     assert len(lb.read_results(path)) == 4
+    # retry_failed trains the failed run again, and only it.
+    lb.run_leaderboard(_tiny_factory(), methods, seeds=[0], steps=2, results_path=path,
+                       trunk="micro_resnet", progress=None, retry_failed=True)
+    assert trained == ["multi_broken"]
+    trained.clear()
     # Another budget is another sweep: nothing of the file is reused.
     lb.run_leaderboard(_tiny_factory(), ["equal"], seeds=[0], steps=3, results_path=path,
                        trunk="micro_resnet", progress=None)
