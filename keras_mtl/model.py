@@ -10,6 +10,7 @@ from keras import ops
 from keras_mtl import architectures as architectures_lib
 from keras_mtl import compat, distribute
 from keras_mtl import weighting as weighting_lib
+from keras_mtl.architectures.head_seeds import head_seed_scope
 from keras_mtl.data.checks import check_batch, readable_check_error, unpack_batch
 from keras_mtl.registry import keras_serializable
 from keras_mtl.training import controls as controls_lib
@@ -98,7 +99,9 @@ class MultiTaskModel(compat.FirstReplicaSymbolicBuild, keras.Model):
 
         # === Functional model ===
         images = keras.Input(shape=image_shape, name="images")
-        outputs, self._shared_parts = self.architecture.build(images, trunk, tasks, image_shape)
+        with head_seed_scope():  # a head's initial weights do not depend on the other tasks
+            outputs, self._shared_parts = self.architecture.build(images, trunk, tasks,
+                                                                  image_shape)
         if self.weighting.gradient_based:  # state sized by the shared parameters (DB-MTL)
             self.weighting.build_gradient_state(
                 sum(int(math.prod(v.shape)) for v in self._shared_parts.variables()))

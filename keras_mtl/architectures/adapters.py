@@ -6,6 +6,7 @@ from keras import layers
 from keras_mtl.architectures.architecture import Architecture, SharedParts, check_levels
 from keras_mtl.architectures.architecture import keras_serializable
 from keras_mtl.trunks.pyramid import LEVELS
+from keras_mtl.architectures.head_seeds import build_head
 
 
 @keras_serializable
@@ -66,7 +67,7 @@ class ResidualAdapters(Architecture):
             adapted = dict(features)
             for level in self.levels:
                 adapted[level] = self._adapter(f"{task.name}_adapter_{level}", features[level])
-            outputs[task.name] = task.build_head(adapted, image_shape)
+            outputs[task.name] = build_head(task, adapted, image_shape)
         return outputs, SharedParts([trunk], keras.tree.flatten(features))
 
     def _adapter(self, prefix, shared):

@@ -5,6 +5,7 @@ from keras import layers, ops
 
 from keras_mtl.architectures.architecture import Architecture, SharedParts, keras_serializable
 from keras_mtl.trunks.pyramid import LEVELS
+from keras_mtl.architectures.head_seeds import build_head
 
 POOLS = ("average", "max")
 ACTIVATIONS = ("softmax", "sigmoid")
@@ -207,7 +208,7 @@ class Cascade(Architecture):
             if name in depends_on:
                 sources = [(by_name[source], outputs[source]) for source in depends_on[name]]
                 task_features = self._condition(name, features, sources)
-            outputs[name] = task.build_head(task_features, image_shape)
+            outputs[name] = build_head(task, task_features, image_shape)
         outputs = {task.name: outputs[task.name] for task in tasks}
         return outputs, SharedParts([trunk], keras.tree.flatten(features))
 

@@ -7,6 +7,7 @@ from keras_mtl.architectures.architecture import keras_serializable
 from keras_mtl.architectures.experts import ExpertMixture, expert_block, pooled
 from keras_mtl.architectures.gates import GATE_TYPES, SoftmaxGate
 from keras_mtl.trunks.pyramid import LEVELS
+from keras_mtl.architectures.head_seeds import build_head
 
 
 @keras_serializable
@@ -87,7 +88,7 @@ class CGC(Architecture):
                 shared_layers.extend(layers)
             for task in tasks:
                 mixed[task.name][level] = inputs[task.name]
-        outputs = {task.name: task.build_head(mixed[task.name], image_shape) for task in tasks}
+        outputs = {task.name: build_head(task, mixed[task.name], image_shape) for task in tasks}
         return outputs, SharedParts(shared_layers, keras.tree.flatten(features))
 
     def _name(self, depth):

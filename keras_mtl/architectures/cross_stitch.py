@@ -10,6 +10,7 @@ from keras_mtl.architectures.architecture import Architecture, SharedParts, chec
 from keras_mtl.architectures.architecture import keras_serializable
 from keras_mtl.architectures.columns import clone_trunk, split_stages
 from keras_mtl.trunks.pyramid import LEVELS
+from keras_mtl.architectures.head_seeds import build_head
 
 MODES = ("auto", "stages", "outputs")
 
@@ -180,7 +181,7 @@ class CrossStitch(Architecture):
                 for pyramid, x_t in zip(pyramids, mixed):
                     pyramid[level] = x_t
             shared = SharedParts(columns, keras.tree.flatten(raw))
-        outputs = {task.name: task.build_head(pyramid, image_shape)
+        outputs = {task.name: build_head(task, pyramid, image_shape)
                    for task, pyramid in zip(tasks, pyramids)}
         return outputs, shared
 

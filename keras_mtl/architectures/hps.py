@@ -3,6 +3,7 @@
 import keras
 
 from keras_mtl.architectures.architecture import Architecture, SharedParts, keras_serializable
+from keras_mtl.architectures.head_seeds import build_head
 
 
 @keras_serializable
@@ -26,5 +27,5 @@ class HardParameterSharing(Architecture):
 
     def build(self, images, trunk, tasks, image_shape):
         features = trunk(images)  # {"P2": (B, H/4, W/4, C2), ..., "P5": (B, H/32, W/32, C5)}
-        outputs = {task.name: task.build_head(features, image_shape) for task in tasks}
+        outputs = {task.name: build_head(task, features, image_shape) for task in tasks}
         return outputs, SharedParts([trunk], keras.tree.flatten(features))

@@ -6,6 +6,7 @@ from keras import ops
 from keras_mtl.architectures.architecture import Architecture, SharedParts, keras_serializable
 from keras_mtl.architectures.columns import clone_trunk, split_stages
 from keras_mtl.trunks.pyramid import LEVELS
+from keras_mtl.architectures.head_seeds import build_head
 
 
 @keras_serializable
@@ -153,7 +154,7 @@ class LTB(Architecture):
             previous = below[-1]
             for i, column in enumerate(stages):
                 paths[i][level] = column[level](paths[i][previous])
-        outputs = {task.name: task.build_head(path, image_shape)
+        outputs = {task.name: build_head(task, path, image_shape)
                    for task, path in zip(tasks, paths)}
         shared = [stage for column in stages for stage in column.values()] + units
         return outputs, SharedParts(shared, features=())

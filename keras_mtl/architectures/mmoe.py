@@ -7,6 +7,7 @@ from keras_mtl.architectures.architecture import keras_serializable
 from keras_mtl.architectures.experts import ExpertMixture, expert_block, pooled
 from keras_mtl.architectures.gates import GATE_TYPES, SoftmaxGate
 from keras_mtl.trunks.pyramid import LEVELS
+from keras_mtl.architectures.head_seeds import build_head
 
 
 @keras_serializable
@@ -87,7 +88,7 @@ class MMoE(Architecture):
                 weights = self.make_gate(task.name, level)(context)  # (B, E)
                 mixer = ExpertMixture(name=f"{task.name}_{self.prefix}_mix_{level}")
                 mixed[task.name][level] = mixer([weights, *outputs])
-        outputs = {task.name: task.build_head(mixed[task.name], image_shape) for task in tasks}
+        outputs = {task.name: build_head(task, mixed[task.name], image_shape) for task in tasks}
         return outputs, SharedParts([trunk, *experts], keras.tree.flatten(features))
 
     def get_config(self):

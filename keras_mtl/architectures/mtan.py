@@ -6,6 +6,7 @@ from keras import layers
 from keras_mtl.architectures.architecture import Architecture, SharedParts, check_levels
 from keras_mtl.architectures.architecture import keras_serializable
 from keras_mtl.trunks.pyramid import LEVELS
+from keras_mtl.architectures.head_seeds import build_head
 
 
 @keras_serializable
@@ -63,7 +64,7 @@ class MTAN(Architecture):
                     continue
                 attended[level] = self._attend(task.name, level, features[level], previous)
                 previous = attended[level]
-            outputs[task.name] = task.build_head(attended, image_shape)
+            outputs[task.name] = build_head(task, attended, image_shape)
         return outputs, SharedParts([trunk], keras.tree.flatten(features))
 
     def _attend(self, task_name, level, shared, previous):

@@ -2,6 +2,7 @@
 
 from keras_mtl.architectures.architecture import Architecture, SharedParts, keras_serializable
 from keras_mtl.architectures.columns import clone_trunk
+from keras_mtl.architectures.head_seeds import build_head
 
 
 @keras_serializable
@@ -34,5 +35,5 @@ class Separate(Architecture):
         outputs = {}
         for index, task in enumerate(tasks):
             column = trunk if index == 0 else clone_trunk(trunk, f"{trunk.name}_{task.name}")
-            outputs[task.name] = task.build_head(column(images), image_shape)
+            outputs[task.name] = build_head(task, column(images), image_shape)
         return outputs, SharedParts()
