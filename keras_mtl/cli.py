@@ -17,7 +17,9 @@ section per command (`{"train": {...}, "export": {...}}`); options on the
 command line win over the file.
 
 TensorFlow's C++ start-up log lines are hidden (keras_mtl/quiet.py);
-`KERAS_MTL_VERBOSE=1 keras-mtl ...` shows them.
+`keras-mtl --verbose COMMAND ...` (or `--verbose` after the command, or
+`KERAS_MTL_VERBOSE=1`) shows them. `--help` prints without importing
+TensorFlow: the commands import it once their options are parsed.
 """
 
 import argparse
@@ -49,6 +51,20 @@ class CLIError(Exception):
     """A user error the command reports in one line (exit status 1)."""
 
 
+VERBOSE_HELP = ("show TensorFlow's start-up log lines (as KERAS_MTL_VERBOSE=1 does); also "
+                "accepted before the command")
+
+
+class _TrainVerbose(argparse.Action):
+    """`train --verbose [N]`: N (0, 1, 2) is Keras' fit verbosity; alone, the start-up logs."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is None:
+            namespace.startup_logs = True
+        else:
+            setattr(namespace, self.dest, values)
+
+
 # --- parser ---------------------------------------------------------------------------
 def _data_options(parser, training):
     group = parser.add_argument_group("data")
@@ -72,15 +88,26 @@ def _data_options(parser, training):
 
 
 def build_parser():
-    """The `argparse` parser of `keras-mtl` (`train`, `evaluate`, `export`, `predict`, `compare`)."""
+    """The `argparse` parser of `keras-mtl` (`train`, `evaluate`, `export`, `predict`, `compare`).
+
+    Imports neither TensorFlow nor Keras.
+
+    Returns:
+        An `argparse.ArgumentParser`; its `command_parsers` attribute is the
+        dict `{command name: the command's parser}` (for the command's
+        `error(...)` and its options).
+    """
     parser = argparse.ArgumentParser(
         prog="keras-mtl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False)
     from keras_mtl import __version__
 
     parser.add_argument("--version", action="version", version=f"keras_mtl {__version__}")
+    parser.add_argument("--verbose", dest="startup_logs", action="store_true",
+                        help="show TensorFlow's start-up log lines (as KERAS_MTL_VERBOSE=1 does)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    parser.command_parsers = {}
 
     def command(name, help, description, epilog):
         sub = commands.add_parser(name, help=help, description=description, epilog=epilog,
@@ -89,6 +116,10 @@ def build_parser():
         sub.add_argument("--config", metavar="FILE",
                          help="JSON or YAML file of options (keys named like the options); "
                               "command-line options win")
+        if name != "train":  # train's --verbose also takes Keras' fit verbosity
+            sub.add_argument("--verbose", dest="startup_logs", action="store_true",
+                             default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        parser.command_parsers[name] = sub
         return sub
 
     # === train ===
@@ -155,8 +186,10 @@ def build_parser():
                           f"{TRAIN_DEFAULTS['output_dir']})")
     out.add_argument("--export", action="store_true",
                      help="also export a SavedModel to OUTPUT_DIR/export/1 and check it")
-    out.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
-                     help="Keras fit verbosity (default: 1 on a terminal, else 2)")
+    out.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None, nargs="?",
+                     action=_TrainVerbose, metavar="N",
+                     help="Keras fit verbosity N (default: 1 on a terminal, else 2); "
+                          "--verbose alone: " + VERBOSE_HELP)
 
     # === evaluate ===
     evaluate = command(
@@ -248,6 +281,11 @@ def _load_config(path):
     return config
 
 
+def _option_name(action):
+    """`"image_size"` for `--image-size`: the key of the option in config files."""
+    return action.option_strings[-1].lstrip("-").replace("-", "_")
+
+
 def _config_tokens(path, command, subparser):
     """Command-line tokens for the options of `command` in config file `path`."""
     config = _load_config(path)
@@ -256,7 +294,7 @@ def _config_tokens(path, command, subparser):
     if not isinstance(section, dict):
         raise CLIError(f"config file {path!r}: section {command!r} must be an object.")
     options.update(section)
-    actions = {action.dest: action for action in subparser._actions
+    actions = {_option_name(action): action for action in subparser._actions
                if action.option_strings and action.dest not in ("help", "config")}
     tokens = []
     for key, value in options.items():
@@ -269,6 +307,9 @@ def _config_tokens(path, command, subparser):
                            f"'keras-mtl {command}'.{hint} Valid options: {', '.join(valid)}.")
         action = actions[dest]
         flag = action.option_strings[-1]
+        if value is True and action.nargs == "?":  # train's "verbose": true
+            tokens.append(flag)
+            continue
         if isinstance(action, argparse._StoreTrueAction):
             if not isinstance(value, bool):
                 raise CLIError(f"config file {path!r}: option {key!r} is a switch; use true or "
@@ -299,7 +340,7 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.config:
-        subparser = parser._subparsers._group_actions[0].choices[args.command]
+        subparser = parser.command_parsers[args.command]
         try:
             tokens = _config_tokens(args.config, args.command, subparser)
         except CLIError as error:
@@ -319,7 +360,7 @@ def _train_settings(args, parser):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
-    sub = parser._subparsers._group_actions[0].choices["train"]
+    sub = parser.command_parsers["train"]
     for key in ("image_size", "batch_size", "epochs", "steps", "train_size", "val_size"):
         if settings[key] < 1:
             sub.error(f"--{key.replace('_', '-')} must be >= 1, got {settings[key]}.")
@@ -697,6 +738,24 @@ def _save_masks(folder, path, outputs, index, original, entry):
             entry["outputs"][name]["mask_png"] = target
 
 
+def _start_tensorflow(verbose=False):
+    """Imports TensorFlow and keras_mtl, quietly unless `verbose`.
+
+    The `keras-mtl` command defers `import keras_mtl`'s TensorFlow import
+    until its options are parsed (see `keras_mtl/__init__.py`); this
+    completes it. `verbose=True` sets `KERAS_MTL_VERBOSE=1` first, so
+    TensorFlow's start-up lines show (it has no effect on them once
+    TensorFlow is imported, e.g. when `main` is called from Python).
+    """
+    from keras_mtl import quiet
+
+    if verbose:
+        os.environ[quiet.VERBOSE_ENV] = "1"
+    import keras_mtl
+
+    keras_mtl._import_all()
+
+
 def main(argv=None):
     """Runs `keras-mtl` with `argv` (default `sys.argv[1:]`); returns the exit status.
 
@@ -705,6 +764,7 @@ def main(argv=None):
     one line `keras-mtl <command>: error: ...` and return 1.
     """
     args, parser = parse_args(argv)
+    _start_tensorflow(verbose=args.startup_logs)
     handlers = {"train": train, "evaluate": evaluate, "export": export, "predict": predict,
                 "compare": lambda a, p: compare_command(a, p, CLIError)}
     try:

@@ -98,7 +98,7 @@ def compare(args, parser, error):
     from keras_mtl.evaluation import leaderboard as lb
 
     settings = _settings(args)
-    sub = parser._subparsers._group_actions[0].choices["compare"]
+    sub = parser.command_parsers["compare"]
     results = settings["results"]
     output_dir = os.path.dirname(os.path.abspath(results))
     name = os.path.splitext(os.path.basename(results))[0]

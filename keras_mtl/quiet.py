@@ -13,12 +13,14 @@ does not hide them (tensorflow#100442). `quiet_tensorflow()` therefore:
    log line (a Python warning printed meanwhile still shows; everything
    shows if the import fails).
 
-`import keras_mtl` calls it first thing, so the `keras-mtl` command and the
-recipes start quietly. It does nothing when TensorFlow was imported
-before, and `KERAS_MTL_VERBOSE=1` (or an explicit `TF_CPP_MIN_LOG_LEVEL=0`)
-brings every line back:
+`import keras_mtl` calls it first thing, so the `keras-mtl` command (after
+parsing its options) and the recipes start quietly. It does nothing when
+TensorFlow was imported before, and `KERAS_MTL_VERBOSE=1` (or an explicit
+`TF_CPP_MIN_LOG_LEVEL=0`, or the command's `--verbose`) brings every line
+back:
 
     KERAS_MTL_VERBOSE=1 keras-mtl train --quick
+    keras-mtl --verbose train --quick
 
 Example:
 

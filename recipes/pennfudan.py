@@ -26,7 +26,10 @@ per image, images/s), and with `--baselines` trains the single-task
 baselines on the same data and budget and prints the comparison table with
 delta-m and the training-time ratio (goal <= 0.5). Writes `history.json`,
 `curves.png`, `task_curves.png`, `weights.png`, `gallery.png`,
-`efficiency.png` (and `comparison.png`, `comparison.json`) to `--output-dir`.
+`efficiency.png` (and `comparison.png`, `comparison.json`) to `--output-dir`,
+and exports a SavedModel to `OUTPUT_DIR/export/1` whose per-head parity
+with `predict` on two validation images is printed (`check_export`;
+`--no-export` skips it).
 """
 
 import argparse
@@ -77,6 +80,9 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="runs/pennfudan",
                         help="where history, plots and tables go (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-export", action="store_true",
+                        help="skip the SavedModel export (OUTPUT_DIR/export/1) and its parity "
+                             "check")
     parser.add_argument("--quick", action="store_true",
                         help="micro trunk, 64 px, 2 epochs of 2 steps: a smoke test")
     args = parser.parse_args(argv)
@@ -108,6 +114,34 @@ def parse_task_weights(items, parser):
         except ValueError:
             parser.error(f"--task-weights: '{item}' is not TASK=NUMBER")
     return weights
+
+
+def export_and_check(model, output_dir, images):
+    """Exports a SavedModel to OUTPUT_DIR/export/1 and prints its per-head parity with predict.
+
+    Args:
+        model: the trained `keras_mtl.MultiTaskModel`.
+        output_dir: the recipe's `--output-dir`.
+        images: a few raw images `(B, H, W, 3)` to compare on.
+
+    Returns:
+        `{"dir": export folder, "parity": {output: measure}, "failures": [...]}`;
+        an output beyond its tolerance is reported, not raised, so the run's
+        results are still written.
+    """
+    from keras_mtl.export_check import check_export
+    from keras_mtl.progress import progress
+
+    export_dir = os.path.join(output_dir, "export", "1")
+    with progress("Exporting the SavedModel"):
+        model.export(export_dir, verbose=False)
+    print(f"\nSavedModel in {export_dir}; parity with predict per output "
+          f"({len(images)} validation images):")
+    report = check_export(model, export_dir, images, raise_on_failure=False, verbose=True)
+    failures = [f"{name} {value:.3g} > {limit:g}" for _, name, value, limit in report.failures()]
+    if failures:
+        print("beyond the tolerance: " + "; ".join(failures))
+    return {"dir": export_dir, "parity": dict(report), "failures": failures}
 
 
 def print_goals(rows):
@@ -235,6 +269,8 @@ def main(argv=None):
           f"{report['single_task_sum']['images_per_second']:>10.1f}")
     plot_efficiency(report, os.path.join(out, "efficiency.png"))
     results["efficiency"] = report
+    if not args.no_export:
+        results["export"] = export_and_check(model, out, images[:2])
     with open(os.path.join(out, "history.json"), "w") as file:
         json.dump(results, file, indent=1, default=float)
     print(f"History, plots and tables in {out}/")

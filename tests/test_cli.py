@@ -3,12 +3,14 @@ subcommand on a tiny run (micro_resnet, 32 px, 2 steps)."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtl import cli
+from keras_mtl import cli, quiet
 from keras_mtl.data import shapes
 
 TINY = ["--trunk", "micro_resnet", "--image-size", "32", "--epochs", "1", "--steps", "2",
@@ -141,6 +143,90 @@ def test_help(argv, capsys):
     printed = capsys.readouterr().out
     assert "usage: keras-mtl" in printed
     assert "example" in printed.lower()  # every page shows how to run it
+
+
+def _run_command(*argv, env=None):
+    """`python -X importtime -m keras_mtl.cli ARGV`: (exit status, stdout, imported modules)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "keras_mtl.cli", *argv],
+                            capture_output=True, text=True, timeout=120, env=env)
+    modules = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+               if line.startswith("import time:")}
+    return result.returncode, result.stdout, modules
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["predict", "--help"],
+                                  ["--verbose", "compare", "--help"], ["--version"]])
+def test_help_imports_neither_tensorflow_nor_keras(argv):
+    code, printed, modules = _run_command(*argv)
+    assert code == 0, printed
+    assert "keras_mtl.cli_data" in modules  # importtime did list the imports
+    heavy = sorted(m for m in modules if m.split(".")[0] in ("tensorflow", "keras", "numpy"))
+    assert not heavy, f"`keras-mtl {' '.join(argv)}` imported {heavy[:5]}"
+    if argv == ["--help"]:
+        for command in cli.COMMANDS:
+            assert f"\n    {command} " in printed, command
+        assert "--verbose" in printed
+
+
+def test_console_script_help_leaves_tensorflow_unimported():
+    # What the `keras-mtl` script does (its sys.argv[0] ends in keras-mtl), then --help.
+    script = ("import sys\n"
+              "sys.argv[0] = 'bin/keras-mtl'\n"
+              "from keras_mtl.cli import main\n"
+              "try:\n"
+              "    main(['train', '--help'])\n"
+              "except SystemExit as exit:\n"
+              "    assert exit.code == 0, exit.code\n"
+              "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage: keras-mtl train" in result.stdout
+    assert result.stdout.splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize("argv, startup_logs, fit_verbose", [
+    (["train"], False, None),
+    (["--verbose", "train"], True, None),
+    (["train", "--verbose"], True, None),
+    (["train", "--verbose", "--epochs", "3"], True, None),
+    (["train", "--verbose", "0"], False, 0),  # Keras' fit verbosity, as before
+    (["--verbose", "train", "--verbose", "2"], True, 2),
+    (["evaluate", "--model", "m.keras"], False, None),
+    (["--verbose", "evaluate", "--model", "m.keras"], True, None),
+    (["export", "--model", "m.keras", "--output-dir", "e", "--verbose"], True, None),
+    (["predict", "--verbose", "--model", "e", "a.png"], True, None),
+    (["compare", "--verbose", "--report-only"], True, None),
+])
+def test_verbose_flag_before_or_after_the_command(argv, startup_logs, fit_verbose):
+    args, _ = cli.parse_args(argv)
+    assert args.startup_logs is startup_logs
+    assert getattr(args, "verbose", None) == fit_verbose
+
+
+def test_verbose_in_a_config_file(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"verbose": true, "train": {"verbose": 2}}')
+    args, _ = cli.parse_args(["evaluate", "--model", "m.keras", "--config", str(path)])
+    assert args.startup_logs is True
+    args, _ = cli.parse_args(["train", "--config", str(path)])
+    assert (args.startup_logs, args.verbose) == (False, 2)  # the section wins
+
+
+def test_verbose_asks_for_the_startup_logs_before_the_command_runs(monkeypatch, capsys,
+                                                                    tmp_path):
+    monkeypatch.setenv(quiet.VERBOSE_ENV, "0")  # restored after the test
+    assert cli.main(["evaluate", "--model", str(tmp_path / "none.keras")]) == 1
+    assert os.environ[quiet.VERBOSE_ENV] == "0"
+    assert cli.main(["--verbose", "evaluate", "--model", str(tmp_path / "none.keras")]) == 1
+    assert quiet.verbose_requested()  # what quiet_tensorflow() reads before importing TF
+    assert "is not a .keras file" in capsys.readouterr().err
+
+
+def test_subcommand_parsers_are_kept_by_name():
+    parser = cli.build_parser()
+    assert sorted(parser.command_parsers) == sorted(cli.COMMANDS)
+    assert parser.command_parsers["train"].prog == "keras-mtl train"
 
 
 def _error(argv, capsys, code=2):

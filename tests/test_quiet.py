@@ -42,14 +42,17 @@ def test_verbose_requested(environ, verbose):
     assert quiet.verbose_requested(environ) is verbose
 
 
-def _command_stderr(**env):
+def _command_stderr(*options, **env):
+    """Stderr lines of `keras-mtl [OPTIONS] evaluate` on a missing model (TensorFlow starts)."""
     environ = {k: v for k, v in os.environ.items()
                if k not in ("TF_CPP_MIN_LOG_LEVEL", quiet.VERBOSE_ENV)}
-    result = subprocess.run([sys.executable, "-m", "keras_mtl.cli", "--version"],
+    result = subprocess.run([sys.executable, "-m", "keras_mtl.cli", *options, "evaluate",
+                             "--model", "missing.keras"],
                             env={**environ, **env}, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("keras_mtl ")
-    return result.stderr.splitlines(keepends=True)
+    assert result.returncode == 1, result.stderr  # the one-line error, after the start-up
+    lines = result.stderr.splitlines(keepends=True)
+    assert lines[-1].startswith("keras-mtl evaluate: error: --model 'missing.keras'"), lines
+    return lines[:-1]
 
 
 def test_command_starts_without_tensorflow_log_lines_unless_verbose():
@@ -57,3 +60,5 @@ def test_command_starts_without_tensorflow_log_lines_unless_verbose():
     if not verbose:
         pytest.skip("this TensorFlow prints no C++ log line at start-up: nothing to hide")
     assert _command_stderr() == []
+    # --verbose, before or after the command, acts before TensorFlow is imported.
+    assert [line for line in _command_stderr("--verbose") if quiet.is_cpp_log_line(line)]

@@ -115,6 +115,12 @@ def test_quick_recipe_trains_evaluates_and_writes_plots(tmp_path, capsys):
         assert os.path.getsize(tmp_path / name) > 1000, name
     with open(tmp_path / "history.json") as file:
         assert "person_loss" in json.load(file)["history"]
+    # The SavedModel and its per-head parity table with predict.
+    assert os.path.exists(tmp_path / "export" / "1" / "saved_model.pb")
+    header = next(line for line in printed.splitlines() if line.startswith("output "))
+    assert header.split()[-1] == "SavedModel"
+    assert "pedestrians_num_detections" in printed and "share of pixels differing" in printed
+    assert results["export"]["failures"] == []
 
 
 @pytest.mark.slow

@@ -139,3 +139,6 @@ def test_quick_pets_recipe_runs_on_mocked_data(tmp_path, capsys):
     assert "trimap" in printed and "efficiency" in printed
     assert set(results["metrics"]) == {"breed", "species", "head", "trimap"}
     assert os.path.getsize(tmp_path / "gallery.png") > 1000
+    assert os.path.exists(tmp_path / "export" / "1" / "saved_model.pb")
+    assert "parity with predict" in printed and "head_boxes" in printed
+    assert results["export"]["failures"] == []
