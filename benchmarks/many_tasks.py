@@ -14,7 +14,14 @@ interleaved: on a busy machine read them with their spread in mind).
 Configurations: `equal`; each method (`--methods`) on parameter gradients
 and, where it supports them, feature gradients (`rep_grad`); with
 `update_every=1` and each `--update-every` k; per-task gradients by a loop
-of `tape.gradient` calls or one vectorised `tape.jacobian` (`--jacobian`).
+of `tape.gradient` calls or one vectorised `tape.jacobian` (`--jacobian`); Gramian methods
+also with the per-task gradients a chunk of c tasks at a time (`--task-chunk c`,
+`task_chunk_size=c`; `keras_mtl.training.task_chunks`).
+
+Memory: the subprocess runs TensorFlow's BFC allocator on the CPU
+(`TF_CPU_ALLOCATOR_USE_BFC=true`), whose peak over the timed steps
+(`tf.config.experimental.get_memory_info`, tensors and variables) is the
+row's `tf_peak_mb`; the RSS growth is kept as well.
 
 Rows go to `benchmarks/results/many_tasks.jsonl` as each one finishes; a
 rerun skips the rows already there (resumable), then rewrites the table
@@ -23,6 +30,8 @@ rerun skips the rows already there (resumable), then rewrites the table
 ```python
 python -m benchmarks.many_tasks --tasks 2 8 --methods mgda pcgrad --size 32 --batch 8
 python -m benchmarks.many_tasks --tasks 2 8 32 64  # the full sweep (hours on 2 cores)
+python -m benchmarks.many_tasks --tasks 32 --size 32 --batch 8 --trunk micro_resnet \
+    --row "mgda,rep_grad,1,loop" --row "mgda,rep_grad,1,chunk 8"  # chosen rows
 ```
 """
 
@@ -74,6 +83,8 @@ def run_one(config):
 
     num_tasks, size, batch = config["tasks"], config["image_size"], config["batch_size"]
     gramian.VECTORIZE_FROM_TASKS = 1 if config["jacobian"] == "vectorized" else 2**31 - 1
+    chunk = (int(config["jacobian"].split()[1]) if config["jacobian"].startswith("chunk")
+             else None)
     keras.utils.set_random_seed(0)
     if config["method"] == "equal":
         weighting = "equal"
@@ -81,6 +92,8 @@ def run_one(config):
         kwargs = {"rep_grad": config["variant"] == "rep_grad"}
         if config["update_every"] > 1:
             kwargs["update_every"] = config["update_every"]
+        if chunk is not None:
+            kwargs["task_chunk_size"] = chunk
         weighting = mtl.weighting.get(config["method"], **kwargs)
     model = mtl.build_mtl(attributes.make_tasks(num_tasks), trunk=config["trunk"], weights=None,
                           input_shape=(size, size, 3), weighting=weighting)
@@ -99,8 +112,12 @@ def run_one(config):
     for _ in range(config["warmup"]):
         step()
     gpu = bool(tf.config.list_logical_devices("GPU"))
-    if gpu:
-        tf.config.experimental.reset_memory_stats("GPU:0")
+    device = "GPU:0" if gpu else "CPU:0"
+    try:
+        tf.config.experimental.reset_memory_stats(device)
+        allocator_stats = True
+    except (ValueError, RuntimeError):  # an allocator without statistics
+        allocator_stats = False
     rss_before = _status_kb("VmRSS")
     peak_reset = _reset_peak()
     times = []
@@ -114,8 +131,8 @@ def run_one(config):
                peak_growth_mb=((_status_kb("VmHWM") - rss_before) / 1024 if peak_reset else None),
                rss_mb=rss_before / 1024, machine=platform.machine(),
                device="GPU" if gpu else f"CPU x{os.cpu_count()}")
-    if gpu:
-        row["gpu_peak_mb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    if allocator_stats:
+        row["tf_peak_mb"] = tf.config.experimental.get_memory_info(device)["peak"] / 2**20
     return row
 
 
@@ -128,6 +145,12 @@ def configurations(args):
     for num_tasks in args.tasks:
         yield dict(base, tasks=num_tasks, method="equal", variant="-", update_every=1,
                    jacobian="-")
+        if args.row:  # exactly these rows, in this order
+            for spec in args.row:
+                method, variant, every, jacobian = spec.split(",")
+                yield dict(base, tasks=num_tasks, method=method, variant=variant,
+                           update_every=int(every), jacobian=jacobian)
+            continue
         for method in args.methods:
             factory = weighting_lib.WEIGHTINGS.lookup(method)
             variants = ["params"] + (["rep_grad"] if factory.supports_rep_grad else [])
@@ -135,7 +158,10 @@ def configurations(args):
                              if factory.gramian_weights else [])
             for variant in variants:
                 for every in everies:
-                    for jacobian in (args.jacobian if factory.gramian_weights else ["loop"]):
+                    jacobians = (list(args.jacobian) + (
+                        [f"chunk {c}" for c in args.task_chunk if c < num_tasks]
+                        if every == 1 else []) if factory.gramian_weights else ["loop"])
+                    for jacobian in jacobians:
                         yield dict(base, tasks=num_tasks, method=method, variant=variant,
                                    update_every=every, jacobian=jacobian)
 
@@ -151,26 +177,37 @@ def read_rows(path=JSONL):
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def write_table(rows, path=TABLE):
+MEMORY_FIELDS = ("tf_peak_mb", "gpu_peak_mb", "peak_growth_mb")
+
+
+def _memory(row):
+    """`(field, MB)`: the row's first memory measure (`MEMORY_FIELDS`), or `(None, None)`."""
+    return next(((f, row[f]) for f in MEMORY_FIELDS if row.get(f) is not None), (None, None))
+
+
+def write_table(rows, path=TABLE, header=""):
     equal = {(r["tasks"], r["trunk"], r["image_size"], r["batch_size"]): r
              for r in rows if r["method"] == "equal"}
     lines = ["# Many tasks: step time and peak memory as ratios to `equal` (same T)", "",
              "Written by `python -m benchmarks.many_tasks`; one subprocess per row. "
-             "time = median seconds per train step; peak = growth of the process' peak RSS "
-             "over the timed steps (CPU) or the GPU's peak; no memory ratio where `equal`'s "
-             "peak is below 16 MB (noise).", "",
+             "time = median seconds per train step; peak = the TensorFlow allocator's peak "
+             "during the timed steps (tensors, variables included: the BFC allocator on CPU, "
+             "`TF_CPU_ALLOCATOR_USE_BFC`; the GPU's on a GPU); rows without it show the growth "
+             "of the process' peak RSS, no ratio where `equal`'s is below 16 MB (noise). "
+             "per-task grads: `loop`, `vectorized`, or `chunk c` (the Gramian a chunk of c "
+             "tasks at a time, `task_chunk_size=c`).", ""] + ([header, ""] if header else []) + [
              "| T | method | grads | update_every | per-task grads | step ms | x equal "
              "| peak MB | x equal | device |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["tasks"], r["method"] != "equal", r["method"],
                                          r["variant"], r["update_every"], r["jacobian"])):
         base = equal.get((r["tasks"], r["trunk"], r["image_size"], r["batch_size"]))
-        memory = r.get("gpu_peak_mb", r.get("peak_growth_mb"))
-        base_memory = base and base.get("gpu_peak_mb", base.get("peak_growth_mb"))
+        field, memory = _memory(r)
+        base_field, base_memory = _memory(base) if base else (None, None)
         time_ratio = f"{r['step_s'] / base['step_s']:.2f}x" if base else "-"
-        memory_ratio = (f"{memory / base_memory:.2f}x"  # below 16 MB: the RSS's noise
-                        if base and memory is not None and base_memory and base_memory >= 16
-                        else "-")
+        memory_ratio = (f"{memory / base_memory:.2f}x"  # the same measure; RSS below 16 MB: noise
+                        if field is not None and field == base_field and base_memory
+                        and (field != "peak_growth_mb" or base_memory >= 16) else "-")
         lines.append(
             f"| {r['tasks']} | {r['method']} | {r['variant']} | {r['update_every']} | "
             f"{r['jacobian']} | {1000 * r['step_s']:.1f} | {time_ratio} | "
@@ -190,6 +227,13 @@ def main(argv=None):
     parser.add_argument("--update-every", type=int, nargs="+", default=[10])
     parser.add_argument("--jacobian", nargs="+", default=["loop", "vectorized"],
                         choices=["loop", "vectorized"])
+    parser.add_argument("--task-chunk", type=int, nargs="*", default=[],
+                        help="also the Gramian methods with task_chunk_size=c (update_every=1)")
+    parser.add_argument("--row", action="append", default=[],
+                        help="only this row, as 'method,variant,update_every,jacobian' (e.g. "
+                             "'mgda,rep_grad,1,chunk 8'); repeat it; equal comes first")
+    parser.add_argument("--header", default="",
+                        help="a line for the table's header (the machine and its load)")
     parser.add_argument("--trunk", default="tiny_resnet")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
@@ -205,11 +249,13 @@ def main(argv=None):
         return
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     done = {key_of(row) for row in read_rows(args.output)}
+    table = TABLE if args.output == JSONL else os.path.splitext(args.output)[0] + ".md"
     for config in configurations(args):
         if key_of(config) in done:
             continue
         result = subprocess.run([sys.executable, "-m", "benchmarks.many_tasks", "--one",
-                                 json.dumps(config)], capture_output=True, text=True)
+                                 json.dumps(config)], capture_output=True, text=True,
+                                env=dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true"))
         rows = [line[4:] for line in result.stdout.splitlines() if line.startswith("ROW ")]
         if not rows:
             print(f"FAILED {config}: {result.stderr.strip().splitlines()[-1:]}", flush=True)
@@ -217,12 +263,12 @@ def main(argv=None):
         row = json.loads(rows[0])
         with open(args.output, "a") as handle:
             handle.write(json.dumps(row) + "\n")
+        write_table(read_rows(args.output), table, args.header)  # what has finished so far
         print(f"T={row['tasks']:3d} {row['method']:12s} {row['variant']:8s} "
               f"every={row['update_every']:2d} {row['jacobian']:10s} "
-              f"{1000 * row['step_s']:8.1f} ms  peak +{row['peak_growth_mb'] or 0:.0f} MB",
+              f"{1000 * row['step_s']:8.1f} ms  peak {row.get('tf_peak_mb') or 0:.0f} MB",
               flush=True)
-    write_table(read_rows(args.output), TABLE if args.output == JSONL else
-                os.path.splitext(args.output)[0] + ".md")
+    write_table(read_rows(args.output), table, args.header)
 
 
 if __name__ == "__main__":

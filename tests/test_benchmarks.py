@@ -90,7 +90,7 @@ def test_many_tasks_configurations_resume_and_table(tmp_path):
     args = many_tasks.main.__globals__["argparse"].Namespace(
         tasks=[2, 8], methods=["mgda", "pcgrad", "graddrop"], update_every=[10],
         jacobian=["loop", "vectorized"], trunk="micro_resnet", size=32, batch=8,
-        jit_compile=False, warmup=1, repeats=1, steps=1)
+        jit_compile=False, warmup=1, repeats=1, steps=1, task_chunk=[4], row=[])
     configs = list(many_tasks.configurations(args))
     labels = {(c["tasks"], c["method"], c["variant"], c["update_every"], c["jacobian"])
               for c in configs}
@@ -98,6 +98,12 @@ def test_many_tasks_configurations_resume_and_table(tmp_path):
     assert (8, "pcgrad", "params", 10, "loop") in labels
     assert not any(m == "pcgrad" and v == "rep_grad" for _, m, v, _, _ in labels)  # refused
     assert not any(m == "graddrop" and k > 1 for _, m, _, k, _ in labels)  # not a Gramian method
+    assert (8, "mgda", "params", 1, "chunk 4") in labels  # chunks: update_every=1, c < T
+    assert not any(j.startswith("chunk") for t, _, _, k, j in labels if k > 1 or t == 2)
+    only = type(args)(**dict(vars(args), tasks=[8], row=["mgda,rep_grad,1,chunk 4"]))
+    chosen = list(many_tasks.configurations(only))
+    assert [(c["method"], c["variant"], c["jacobian"]) for c in chosen] == [
+        ("equal", "-", "-"), ("mgda", "rep_grad", "chunk 4")]
     rows = [dict(c, step_s=0.01 * (i + 1), peak_growth_mb=10.0 + i, device="CPU x2")
             for i, c in enumerate(configs[:3])]
     path = tmp_path / "many.jsonl"

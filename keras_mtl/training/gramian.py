@@ -20,6 +20,11 @@ gradients only through their `T x T` Gram matrix `G = J J^T`
    back-propagates the combination of the feature gradients through the
    trunk once).
 
+With a memory budget (`task_chunk_size`, `jacobian_budget_mib` on the
+weighting; `keras_mtl.training.task_chunks`) that the T per-task gradients
+exceed, steps 1-2 accumulate `G` a chunk of tasks at a time and step 4 is
+one backward pass of `sum_t w_t L_t` instead.
+
 Unlike autogram, the Gramian is formed from the per-task gradients, not
 layer by layer from activations and output gradients: autogram refuses
 BatchNorm, which every trunk here contains. So at every recomputation the
@@ -29,13 +34,14 @@ one backward pass of `sum_t w_t L_t` with the stored weights and no
 per-task gradients at all.
 
 The results equal those of `aggregate` on the flattened `(T, D)` matrix
-(`tests/test_gradient_step.py`).
+(`tests/training/test_gramian.py`; chunked: `tests/training/test_task_chunks.py`).
 """
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_mtl.training import task_chunks
 from keras_mtl.training.gradients import gradients_or_zeros
 from keras_mtl.weighting import update_every as update_every_lib
 
@@ -152,11 +158,34 @@ def gramian_shared_gradients(model, tape, objectives, sources, losses, present, 
         the scalar bool `finite`.
     """
     weighting = model.weighting
+    computed = sum(objective is not None for objective in objectives)  # backward passes
+    chunk = task_chunks.chunk_size(computed, task_chunks.static_row_size(sources),
+                                   weighting.task_chunk_size, weighting.jacobian_budget_mib)
+
+    def all_reduce(jacobians):  # the global batch's per-task gradients
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, jacobians)
+
+    def recompute_chunked():
+        gram = task_chunks.chunked_gramian(
+            tape, objectives, sources, chunk, scale,
+            reduce=all_reduce if context is not None and not rep_grad else None)  # (T, T)
+        if context is not None and rep_grad:  # the feature blocks of every replica
+            gram = context.all_reduce(tf.distribute.ReduceOp.SUM, gram)
+        finite = ops.all(ops.isfinite(gram))
+        weights = weighting.weights_from_gramian(ops.where(finite, gram, 0.0), losses,
+                                                 present * ops.cast(finite, "float32"))
+        # One backward pass of sum_t w_t objective_t; each replica its own share, which
+        # the optimizer sums.
+        gradients = weighted_gradients(tape, objectives, ops.where(finite, weights,
+                                                                   float("nan")), sources)
+        return weights, finite, gradients
 
     def recompute():
+        if chunk < computed:  # a memory budget the T per-task gradients exceed
+            return recompute_chunked()
         jacobians = per_task_gradients(tape, objectives, sources)
-        if context is not None and not rep_grad:  # the global batch's per-task gradients
-            jacobians = context.all_reduce(tf.distribute.ReduceOp.SUM, jacobians)
+        if context is not None and not rep_grad:
+            jacobians = all_reduce(jacobians)
         gram = gramian(jacobians, scale)  # (T, T)
         if context is not None and rep_grad:  # the feature blocks of every replica
             gram = context.all_reduce(tf.distribute.ReduceOp.SUM, gram)

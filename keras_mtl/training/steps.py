@@ -30,6 +30,7 @@ from keras_mtl import distribute
 from keras_mtl.training import controls as controls_lib
 from keras_mtl.training import gramian as gramian_lib
 from keras_mtl.training import losses as losses_lib
+from keras_mtl.training import task_chunks
 from keras_mtl.training.gradients import (add_gradients, flatten_rows, gradients_or_zeros,
                                           split_like)
 from keras_mtl.training.updates import apply_gradients
@@ -226,6 +227,13 @@ def gradient_balanced_step(model, images, targets, sample_weights):
     per-task gradients: one backward pass of the weighted objective with
     the stored weights.
 
+    A memory budget (the weighting's `task_chunk_size` or
+    `jacobian_budget_mib`; `keras_mtl.training.task_chunks`) bounds the
+    per-task gradients held at once: on the Gramian path the Gram matrix is
+    accumulated a chunk of tasks at a time and the shared sources get one
+    backward pass of the weighted objective; on the `(T, D)` path the
+    per-task backward passes run a chunk at a time.
+
     A task without labels in the batch has zero loss, zero gradient and
     presence 0: it is left out of the aggregation.
 
@@ -330,15 +338,24 @@ def _per_task_gradients(model, tape, objectives, sources, losses, present, scale
                         context, replicas, features, shared_vars, head_vars):
     """The `(T, D)` path: `(shared_grads, head_grads, finite)` via `weighting.aggregate`."""
     weighting = model.weighting
+    # A memory budget (task_chunks): the backward passes of one chunk of tasks wait for the
+    # rows of the chunk before.
+    chunk = task_chunks.chunk_size(len(objectives), task_chunks.static_row_size(sources),
+                                   weighting.task_chunk_size, weighting.jacobian_budget_mib)
     # --- per-task gradients: one backward pass per task ------------------------------
     rows, head_grads = [], [ops.zeros_like(v) for v in head_vars]
+    waits, current = [], []
     for index, objective in enumerate(objectives):
+        if index % chunk == 0:
+            waits, current = current, []
         if objective is None:
             rows.append(None)
             continue
-        task_grads = gradients_or_zeros(tape, objective, sources + head_vars)
+        with task_chunks.ordered_after(waits):
+            task_grads = gradients_or_zeros(tape, objective, sources + head_vars)
         task_grads = controls_lib.clip_task_gradient(model, index, task_grads, scale)
         rows.append(flatten_rows(task_grads[:len(sources)]) if sources else None)
+        current.append(rows[-1])
         head_grads = [a + ops.cast(b, a.dtype)
                       for a, b in zip(head_grads, task_grads[len(sources):])]
 

@@ -172,6 +172,18 @@ class GradientWeighting(Weighting):
             step takes one backward pass of `sum_t w_t L_t` and no per-task
             gradients. 1 (the default) recomputes them at every step. See
             `keras_mtl.weighting.update_every`.
+        task_chunk_size: the train step computes the per-task gradients
+            this many tasks at a time (a memory budget; see
+            `keras_mtl.training.task_chunks`): Gramian methods accumulate
+            the Gram matrix chunk by chunk and never hold more than
+            `task_chunk_size + 1` tasks' gradients, at the price of
+            recomputing some per-task gradients; the others hold the
+            `(T, D)` matrix but run the backward passes a chunk at a time.
+            `None` (the default): from `jacobian_budget_mib`.
+        jacobian_budget_mib: the memory (MiB of float32) the per-task
+            gradients may take at once; the chunk size follows from it and
+            the size of one task's gradient. `None`:
+            `task_chunks.AUTO_BUDGET_MIB` (no chunking while all T fit).
 
     Example:
 
@@ -185,12 +197,20 @@ class GradientWeighting(Weighting):
     supports_rep_grad = True
     gramian_weights = False
 
-    def __init__(self, rep_grad=False, update_every=1, **kwargs):
+    def __init__(self, rep_grad=False, update_every=1, task_chunk_size=None,
+                 jacobian_budget_mib=None, **kwargs):
         super().__init__(**kwargs)
         self.rep_grad = bool(rep_grad)
         self.update_every = int(update_every)
+        self.task_chunk_size = None if task_chunk_size is None else int(task_chunk_size)
+        self.jacobian_budget_mib = (None if jacobian_budget_mib is None
+                                    else float(jacobian_budget_mib))
         if self.update_every < 1:
             raise ValueError(f"update_every must be >= 1, got {update_every}.")
+        if self.task_chunk_size is not None and self.task_chunk_size < 1:
+            raise ValueError(f"task_chunk_size must be >= 1, got {task_chunk_size}.")
+        if self.jacobian_budget_mib is not None and self.jacobian_budget_mib <= 0:
+            raise ValueError(f"jacobian_budget_mib must be > 0, got {jacobian_budget_mib}.")
         if self.update_every > 1 and not self.gramian_weights:
             raise ValueError(
                 f"{type(self).__name__} does not combine the task gradients with weights computed "
@@ -310,4 +330,7 @@ class GradientWeighting(Weighting):
         config = {**super().get_config(), "rep_grad": self.rep_grad}
         if self.update_every > 1:
             config["update_every"] = self.update_every
+        for name in ("task_chunk_size", "jacobian_budget_mib"):
+            if getattr(self, name) is not None:
+                config[name] = getattr(self, name)
         return config
