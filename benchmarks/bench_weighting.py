@@ -5,7 +5,9 @@ methods are benchmarked for free): a multi-task model (all shapes tasks,
 T = 3 with detection; `--quick`: classification + segmentation, T = 2, to
 halve the tracing time) with that weighting, timed interleaved with one
 `equal` model on the same fixed batch (E M M E E M ...), ratio = median of
-the paired per-repeat ratios. Gradient-based methods run twice, with
+the paired per-repeat ratios (wall time; the ratio of the process' CPU
+time is recorded too, `cpu_ratio`, the steadier figure on a loaded
+machine: see `CpuClock`). Gradient-based methods run twice, with
 `rep_grad=True` (per-task gradients of the shared features) and `False`
 (of all shared parameters); a method that refuses one (`ValueError` or
 `TypeError` from its constructor) shows "n/a". `static` gets weight 1 per
@@ -28,8 +30,34 @@ Memory, two figures per method:
 """
 
 import math
+import time
 
 from benchmarks import common, timing
+
+
+class CpuClock:
+    """Wraps a step; records the process' CPU time (all threads) of every call.
+
+    On a machine shared with other jobs a block's wall time mostly measures
+    how long the scheduler kept the process waiting; its CPU time measures the
+    work (`time.process_time`, every TensorFlow thread), so the CPU-time ratio
+    is the steadier figure there. On an idle machine the two differ where a
+    method runs serial ops (small solves) among the parallel convolutions.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.calls = []
+
+    def __call__(self):
+        start = time.process_time()
+        self.fn()
+        self.calls.append(time.process_time() - start)
+
+    def blocks(self, warmup, steps):
+        """CPU seconds per call of each timed block (the calls after `warmup`)."""
+        timed = self.calls[warmup:]
+        return [sum(timed[i:i + steps]) / steps for i in range(0, len(timed), steps)]
 
 
 def weighting_configs(num_tasks, task_names):
@@ -104,9 +132,11 @@ def run(settings, names=None):
             step = common.TrainStep(model, batch)
             first = step.first()
             sampler = timing.RssSampler()
-            times = timing.interleaved_times({"equal": baseline, "method": step},
-                                             settings.warmup, settings.repeats, settings.steps,
-                                             timed_context=sampler)
+            clocks = {"equal": CpuClock(baseline), "method": CpuClock(step)}
+            times = timing.interleaved_times(clocks, settings.warmup, settings.repeats,
+                                             settings.steps, timed_context=sampler)
+            cpu_times = {name: clock.blocks(settings.warmup, settings.steps)
+                         for name, clock in clocks.items()}
         except Exception as error:  # noqa: BLE001 - one broken method must not stop the suite
             reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}" if str(error) \
                 else type(error).__name__
@@ -116,18 +146,22 @@ def run(settings, names=None):
             common.progress(f"    failed: {reason}")
             continue
         ratio = timing.paired_ratio(times["method"], times["equal"])
+        cpu_ratio = timing.paired_ratio(cpu_times["method"], cpu_times["equal"])
         grads_mb = gradient_matrix_mb(model, kind, settings.batch_size)
         rss_mb = sampler.peak_growth / 1e6
         memory = f"grads {grads_mb:.1f} MB, " if kind != "loss" else ""
         rows.append(common.Row(
             "4", key, f"{label} / equal: step time", ratio, "x", goal=goal,
             note=f"{1000 * timing.median(times['method']):.1f} vs "
-                 f"{1000 * timing.median(times['equal']):.1f} ms; {memory}ΔRSS {rss_mb:+.0f} MB"))
+                 f"{1000 * timing.median(times['equal']):.1f} ms; CPU time {cpu_ratio:.2f}x; "
+                 f"{memory}ΔRSS {rss_mb:+.0f} MB"))
         results[label] = {
             "name": name, "kind": kind, "kwargs": {k: v for k, v in kwargs.items()},
             "step_ratio": ratio, "median_step_s": timing.median(times["method"]),
             "equal_median_step_s": timing.median(times["equal"]), "first_call_s": first,
             "grads_matrix_mb": grads_mb, "rss_peak_growth_mb": rss_mb, "block_times_s": times,
+            "cpu_ratio": cpu_ratio, "median_cpu_s": timing.median(cpu_times["method"]),
+            "equal_median_cpu_s": timing.median(cpu_times["equal"]), "block_cpu_s": cpu_times,
         }
         del model, step
     data = {"tasks": keys, "num_tasks": num_tasks, "equal_first_call_s": baseline.first_call_s,
