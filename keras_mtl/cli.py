@@ -499,9 +499,6 @@ def train(args, parser):
                 model.compile(optimizer=keras.optimizers.AdamW(
                     schedule, weight_decay=settings["weight_decay"]),
                     jit_compile=bool(args.jit_compile))  # explicit: "auto" is off under a strategy
-                # Built now, not in fit's first trace: a variable made while tracing makes
-                # TensorFlow trace the train step twice (~25 s of a small run on a CPU).
-                model.optimizer.build(model.trainable_variables)
         except ValueError as error:  # unknown trunk / weighting names list the valid ones
             raise CLIError(str(error)) from error
         output_dir = settings["output_dir"]

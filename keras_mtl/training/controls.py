@@ -186,8 +186,9 @@ def compile_controls(model, trunk_optimizer=None, freeze_trunk_epochs=0, task_sc
                      clip_task_gradients=None):
     """The training controls of a just-compiled `model`.
 
-    Builds the optimizers when there is a trunk optimizer (the main one then
-    holds no slots for the trunk's variables). The model keeps the result as
+    Builds the optimizers (with a trunk optimizer, the main one holds no
+    slots for the trunk's variables), so that their variables are not made
+    inside the first trace of the train step. The model keeps the result as
     `model.training_controls` and adds its `get_config()` to its compile
     config, so that `.keras` files restore the controls.
     """
@@ -203,6 +204,10 @@ def compile_controls(model, trunk_optimizer=None, freeze_trunk_epochs=0, task_sc
                 [v for v in model.trainable_variables if id(v) not in trunk_ids])
         if not controls.trunk_optimizer.built:
             controls.trunk_optimizer.build(list(model.trunk.trainable_variables))
+    elif model.optimizer is not None and not model.optimizer.built:
+        # Built now, not in the first trace of the train step: a variable made while tracing
+        # makes TensorFlow trace the step a second time (about half of a small run's set-up).
+        model.optimizer.build(model.trainable_variables)
     return controls
 
 
