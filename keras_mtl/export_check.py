@@ -23,6 +23,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from keras_mtl.progress import progress
+
 TOLERANCES = {"probabilities": 1e-5, "class_map": 1e-5, "boxes": 1e-3, "scores": 1e-5,
               "labels": 0.0, "num_detections": 0.0}
 MEASURES = {
@@ -244,3 +246,32 @@ def check_export(model, exports, images, tolerances=None, raise_on_failure=True,
             f"{label} '{name}' {value:.3g} > {limit:g}"
             for label, name, value, limit in failures))
     return report
+
+
+def export_and_check(model, output_dir, images):
+    """Exports a SavedModel to OUTPUT_DIR/export/1 and prints its per-head parity with predict.
+
+    Args:
+        model: the trained `keras_mtl.MultiTaskModel`.
+        output_dir: the recipe's `--output-dir`.
+        images: a few raw images `(B, H, W, 3)` to compare on.
+
+    Example (see `recipes/pennfudan.py`):
+
+        results["export"] = export_and_check(model, "runs/pennfudan", images[:2])
+
+    Returns:
+        `{"dir": export folder, "parity": {output: measure}, "failures": [...]}`;
+        an output beyond its tolerance is reported, not raised, so the run's
+        results are still written.
+    """
+    export_dir = os.path.join(output_dir, "export", "1")
+    with progress("Exporting the SavedModel"):
+        model.export(export_dir, verbose=False)
+    print(f"\nSavedModel in {export_dir}; parity with predict per output "
+          f"({len(images)} validation images):")
+    report = check_export(model, export_dir, images, raise_on_failure=False, verbose=True)
+    failures = [f"{name} {value:.3g} > {limit:g}" for _, name, value, limit in report.failures()]
+    if failures:
+        print("beyond the tolerance: " + "; ".join(failures))
+    return {"dir": export_dir, "parity": dict(report), "failures": failures}

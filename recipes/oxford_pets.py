@@ -74,34 +74,6 @@ def parse_args(argv=None):
     return args
 
 
-def export_and_check(model, output_dir, images):
-    """Exports a SavedModel to OUTPUT_DIR/export/1 and prints its per-head parity with predict.
-
-    Args:
-        model: the trained `keras_mtl.MultiTaskModel`.
-        output_dir: the recipe's `--output-dir`.
-        images: a few raw images `(B, H, W, 3)` to compare on.
-
-    Returns:
-        `{"dir": export folder, "parity": {output: measure}, "failures": [...]}`;
-        an output beyond its tolerance is reported, not raised, so the run's
-        results are still written.
-    """
-    from keras_mtl.export_check import check_export
-    from keras_mtl.progress import progress
-
-    export_dir = os.path.join(output_dir, "export", "1")
-    with progress("Exporting the SavedModel"):
-        model.export(export_dir, verbose=False)
-    print(f"\nSavedModel in {export_dir}; parity with predict per output "
-          f"({len(images)} validation images):")
-    report = check_export(model, export_dir, images, raise_on_failure=False, verbose=True)
-    failures = [f"{name} {value:.3g} > {limit:g}" for _, name, value, limit in report.failures()]
-    if failures:
-        print("beyond the tolerance: " + "; ".join(failures))
-    return {"dir": export_dir, "parity": dict(report), "failures": failures}
-
-
 def main(argv=None):
     args = parse_args(argv)
     import keras_mtl as mtl  # first: it imports TensorFlow without its C++ log lines
@@ -111,6 +83,7 @@ def main(argv=None):
     from keras_mtl.data import tfds_datasets as pets
     from keras_mtl.data.augment import JointAugmentation
     from keras_mtl.evaluation import compare, efficiency_report, train_and_evaluate
+    from keras_mtl.export_check import export_and_check
 
     os.makedirs(args.output_dir, exist_ok=True)
     keras.utils.set_random_seed(args.seed)

@@ -258,24 +258,12 @@ def test_loss_gradient_and_metrics_compile_with_xla():
     assert np.all(np.isfinite(xla[2]))
 
 
-def _conv_trunk(input_shape=(32, 32, 3)):
-    """Four plain convolutions to the P2..P5 pyramid: the detection head, not the trunk, is
-    tested (fit and export trace it in about half the time of `micro_resnet`)."""
-    images = keras.Input(input_shape)
-    x = keras.layers.Conv2D(8, 4, strides=4, activation="relu")(images)
-    levels = {"P2": x}
-    for level in (3, 4, 5):
-        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
-        levels[f"P{level}"] = x
-    return keras.Model(images, levels)
-
-
-def test_in_a_model_trains_predicts_and_exports(tmp_path):
+def test_in_a_model_trains_predicts_and_exports(tmp_path, conv_trunk):
     from keras_mtl.data import shapes
 
     model = keras_mtl.build_mtl(
         [Detection("objects", num_classes=3, feature_level="P3", max_detections=10)],
-        trunk=_conv_trunk(), weights=None, input_shape=(32, 32, 3))
+        trunk=conv_trunk(), weights=None, input_shape=(32, 32, 3))
     assert tuple(model.output["objects"].shape) == (None, 4, 4, 7)
     model.compile(optimizer=keras.optimizers.SGD(0.01))  # Adam traces slower; not tested here
     data = shapes.make_dataset(8, image_size=32, batch_size=4, tasks=["objects"])

@@ -299,21 +299,9 @@ def test_compiled_steps_match_eager_steps(name):
         np.testing.assert_allclose(weights, weights_of(eager), rtol=1e-5, atol=1e-6)
 
 
-def conv_trunk(input_shape=(32, 32, 3)):
-    """Four plain convolutions to the P2..P5 pyramid: the weighting, not the trunk, is
-    tested, and XLA compiles this in half the time of `micro_resnet` on CPU."""
-    images = keras.Input(input_shape)
-    x = keras.layers.Conv2D(8, 4, strides=4, activation="relu")(images)
-    levels = {"P2": x}
-    for level in (3, 4, 5):
-        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
-        levels[f"P{level}"] = x
-    return keras.Model(images, levels)
-
-
-def fit_one_epoch(name):
+def fit_one_epoch(name, trunk):
     model = keras_mtl.build_mtl(
-        [Classification("label", 3), Segmentation("mask", 4)], trunk=conv_trunk(), weights=None,
+        [Classification("label", 3), Segmentation("mask", 4)], trunk=trunk, weights=None,
         input_shape=(32, 32, 3), weighting=weighting_lib.get(name, **FAST.get(name, {})),
     )
     # SGD: Adam's slot updates double the XLA compile time and are not what is tested.
@@ -326,12 +314,12 @@ def fit_one_epoch(name):
         assert math.isfinite(history[f"weight/{task}"][-1])
 
 
-def test_one_epoch_fit_with_xla():
+def test_one_epoch_fit_with_xla(conv_trunk):
     """One model fit in the default run (FAMO: the most state); all of them under `-m slow`."""
-    fit_one_epoch("famo")
+    fit_one_epoch("famo", conv_trunk())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LOSS_METHODS)
-def test_one_epoch_fit_with_xla_every_method(name):
-    fit_one_epoch(name)
+def test_one_epoch_fit_with_xla_every_method(name, conv_trunk):
+    fit_one_epoch(name, conv_trunk())
