@@ -196,7 +196,9 @@ def test_mixed_precision_gives_the_float32_update(rep_grad):
         updates.append([b - a for b, a in zip(before, values(model.trainable_variables))])
     keras.config.set_dtype_policy("float32")
     for full, mixed in zip(*updates):
-        np.testing.assert_allclose(mixed, full, rtol=2e-2, atol=2e-4 * np.abs(full).max() + 1e-7)
+        # float16 rounds each element by ~1e-3 through the network, so single small elements
+        # can be a few percent off; a missing unscale or cast would be off by ~100% or 2^15x.
+        assert np.linalg.norm(mixed - full) <= 2e-2 * np.linalg.norm(full) + 1e-7
 
 
 def test_loss_scale_overflow_skips_the_step():
