@@ -57,7 +57,7 @@ def dataset(batch_size=8, num=32):
 
     return data.map(targets)
 
-def train(strategy, weighting, rep_grad=False, jit=False, epochs=2, steps=None):
+def train(strategy, weighting, rep_grad=False, jit=False, epochs=2, steps=None, options=None):
     import keras
     import keras_mtl as mtl
     with strategy.scope():
@@ -65,6 +65,7 @@ def train(strategy, weighting, rep_grad=False, jit=False, epochs=2, steps=None):
         tasks = [mtl.tasks.Classification("label", 3),
                  mtl.tasks.Classification("present", 3, multi_label=True)]
         kwargs = {"rep_grad": True} if rep_grad else {}
+        kwargs.update(options or {})
         model = mtl.build_mtl(tasks, trunk=vgg_trunk(), weights=None, input_shape=(32, 32, 3),
                               weighting=mtl.weighting.get(weighting, **kwargs))
         model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.5), jit_compile=jit)
@@ -99,17 +100,20 @@ def save(path, result):
 
 if __name__ == "__main__":
     mode = sys.argv[1]
-    if mode == "mirrored":  # argv[2]: JSON list of [weighting, rep_grad, jit]
+    if mode == "mirrored":  # argv[2]: JSON list of [weighting, rep_grad, jit(, options)]
         setup(2)
         from keras_mtl import distribute
         out = {}
         # One strategy for the process: collective keys of a second MirroredStrategy
         # can collide with the first one's (shape mismatch in a collective).
         strategy = distribute.make_strategy("mirrored")
-        for weighting, rep_grad, jit in json.loads(sys.argv[2]):
-            two = train(strategy, weighting, rep_grad, jit)
-            one = train(tf.distribute.get_strategy(), weighting, rep_grad, jit)
-            out[f"{weighting}/{rep_grad}/{jit}"] = compare(one, two)
+        for weighting, rep_grad, jit, *options in json.loads(sys.argv[2]):
+            options = options[0] if options else {}
+            two = train(strategy, weighting, rep_grad, jit, options=options)
+            one = train(tf.distribute.get_strategy(), weighting, rep_grad, jit, options=options)
+            key = "/".join([weighting, str(rep_grad), str(jit)] +
+                           [f"{k}={v}" for k, v in sorted(options.items())])
+            out[key] = compare(one, two)
         print("RESULT " + json.dumps(out))
     elif mode == "worker":  # argv[2]: weighting, argv[3]: output path
         from keras_mtl import distribute
@@ -173,6 +177,20 @@ def test_mirrored_strategy_matches_one_device_for_more_weightings(tmp_path):
              ["imtl", False, False]]
     results, _ = _mirrored(tmp_path, cases, timeout=1200)
     for key, diff in results.items():
+        _assert_same(diff)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_matches_one_device_with_task_chunks(tmp_path):
+    # The memory-budgeted step (keras_mtl.training.task_chunks): the Gramian one task at a
+    # time, for parameter and shared-feature gradients, with and without XLA.
+    chunked = {"task_chunk_size": 1}
+    cases = [["mgda", False, False, chunked], ["imtl", True, True, chunked],
+             ["pcgrad", False, False, chunked]]
+    results, _ = _mirrored(tmp_path, cases, timeout=1200)
+    assert len(results) == 3
+    for key, diff in results.items():
+        assert key.endswith("task_chunk_size=1"), key
         _assert_same(diff)
 
 
