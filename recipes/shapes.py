@@ -137,11 +137,14 @@ def main(argv=None):
 
     export_dir = os.path.join(args.output_dir, "export", "1")
     images = next(iter(val))[0][:4].numpy()
-    with progress("Exporting SavedModel, TFLite and ONNX"):
+    with_onnx = importlib.util.find_spec("tf2onnx") is not None  # the onnx extra
+    with progress("Exporting SavedModel, TFLite" + (" and ONNX" if with_onnx else "")):
         model.export(export_dir, verbose=False)
         exports = [export_dir, export_tflite(export_dir, export_dir + ".tflite")]
-        if importlib.util.find_spec("tf2onnx"):  # the onnx extra
+        if with_onnx:
             exports.append(model.export(export_dir + ".onnx", format="onnx", verbose=False))
+    if not with_onnx:
+        print("(ONNX too with the onnx extra: pip install -e \".[onnx]\")")
     print(f"\nExports in {os.path.dirname(export_dir)}/, parity with predict per output:")
     check_export(model, exports, images, verbose=True)
     if with_detection:
