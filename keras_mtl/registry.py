@@ -9,6 +9,36 @@ import keras
 keras_serializable = keras.saving.register_keras_serializable(package="keras_mtl")
 
 
+class Configurable:
+    """`from_config` and `__repr__` for a plain object built from its `get_config()`.
+
+    Tasks and architectures are not Keras layers, but they are saved in a
+    model's config like layers: `get_config()` returns the constructor's
+    keyword arguments and `from_config(config)` calls the constructor.
+
+    Example:
+
+    >>> class Head(Configurable):
+    ...     def __init__(self, units=8):
+    ...         self.units = units
+    ...     def get_config(self):
+    ...         return {"units": self.units}
+    >>> Head.from_config({"units": 4})
+    Head(units=4)
+    """
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
 class Registry:
     """Maps names to classes or factory functions.
 

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_mtl.registry import keras_serializable  # noqa: F401 (re-exported)
+from keras_mtl.registry import Configurable, keras_serializable  # noqa: F401 (re-exported)
 from keras_mtl.trunks.pyramid import LEVELS
 
 
@@ -51,7 +51,7 @@ class SharedParts:
         return f"SharedParts(layers={names}, features={len(self.features)} tensors)"
 
 
-class Architecture:
+class Architecture(Configurable):
     """Base class of an architecture: how a trunk and the task heads are wired.
 
     An architecture is a recipe, not a layer (like a `Task`): the
@@ -83,16 +83,6 @@ class Architecture:
         """
         raise NotImplementedError
 
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def check_levels(levels, owner):

@@ -4,10 +4,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_mtl.registry import keras_serializable  # noqa: F401 (re-exported)
+from keras_mtl.registry import Configurable, keras_serializable  # noqa: F401 (re-exported)
 
 
-class Task:
+class Task(Configurable):
     """Base class of a task: head + loss + metrics + decoder + target checks.
 
     A task is a recipe, not a layer: `build_head` creates the head layers on
@@ -76,13 +76,6 @@ class Task:
     def get_config(self):
         return {"name": self.name}
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def labelled_mean(values, mask):
