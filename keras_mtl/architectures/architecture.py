@@ -84,7 +84,6 @@ class Architecture(Configurable):
         raise NotImplementedError
 
 
-
 def check_levels(levels, owner):
     """Returns `levels` as a tuple in pyramid order; raises on unknown ones."""
     levels = tuple(levels)

@@ -77,7 +77,6 @@ class Task(Configurable):
         return {"name": self.name}
 
 
-
 def labelled_mean(values, mask):
     """Mean of `values` where `mask` > 0, weighted by `mask`; 0 if none.
 
