@@ -16,7 +16,8 @@ baselines) as a mean with a 95% Student-t confidence interval over seeds,
 the per-task relative change, and the training-time ratio (multi-task
 seconds over the summed single-task seconds). With `same_compute`, chosen
 methods also train for as many steps as fit in the summed single-task time
-of the seed (the "same compute" comparison).
+(the "same compute" comparison; times from the fastest run of each, so that
+a run slowed by other work on the machine does not inflate the budget).
 
 The data factory is any callable `factory(seed) -> LeaderboardData`, so a
 user's own data set works as ours do (`keras_mtl.data.pennfudan.leaderboard_data`,
@@ -528,15 +529,28 @@ def run_leaderboard(data_factory, methods, seeds, steps, results_path, trunk="sm
 
 
 def _same_compute_steps(rows, label, seed, task_names, steps):
-    """Steps that fill the seed's summed single-task time at the method's step time."""
-    multi = [r for r in rows if r["kind"] == MULTI and r["label"] == label and r["seed"] == seed
-             and r["status"] == "ok"]
-    singles = {r["label"]: r for r in rows if r["kind"] == SINGLE and r["seed"] == seed
-               and r["status"] == "ok"}
-    if not multi or any(t not in singles for t in task_names) or multi[0]["train_seconds"] <= 0:
+    """Steps that fill the summed single-task time at the method's step time.
+
+    Times come from the fastest finished run of each single task and of the
+    method, in seconds per step over all seeds: a run that shared the machine
+    with other work is slower, and the fastest is the nearest to the
+    machine's real cost (as `timeit` takes the minimum). Every seed thus gets
+    the same step count. `None` until the seed's baselines and one run of the
+    method have finished.
+    """
+    def fastest(kind, name):
+        times = [r["train_seconds"] / max(1, r["steps"]) for r in rows
+                 if r["kind"] == kind and r["label"] == name and r["status"] == "ok"
+                 and r["train_seconds"] > 0]
+        return min(times, default=None)
+
+    seed_has_baselines = all(any(r["kind"] == SINGLE and r["label"] == t and r["seed"] == seed
+                                 and r["status"] == "ok" for r in rows) for t in task_names)
+    multi = fastest(MULTI, label)
+    if not seed_has_baselines or multi is None:
         return None
-    total = sum(singles[t]["train_seconds"] for t in task_names)
-    return max(1, int(round(steps * total / multi[0]["train_seconds"])))
+    total = sum(fastest(SINGLE, t) for t in task_names)  # seconds per step of each task, summed
+    return max(1, int(round(steps * total / multi)))
 
 
 def _progress_line(row, rows, task_names, delta_metrics):

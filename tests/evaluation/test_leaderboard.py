@@ -124,6 +124,18 @@ def test_same_compute_steps_fill_the_summed_single_task_time():
     rows = _hand_rows()  # up: 10 s for 5 steps; baselines of seed 0: 20 s in all
     assert lb._same_compute_steps(rows, "up", 0, ["a", "b"], 5) == 10
     assert lb._same_compute_steps(rows, "up", 7, ["a", "b"], 5) is None  # no baselines
+    assert lb._same_compute_steps(rows, "missing", 0, ["a", "b"], 5) is None  # no method run
+
+
+def test_same_compute_steps_take_the_fastest_run_of_each():
+    rows = _hand_rows()
+    for row in rows:  # seed 1 shared the machine: its runs took three times as long
+        if row["seed"] == 1:
+            row["train_seconds"] *= 3.0
+    rows[0] = {**rows[0], "train_seconds": 5.0}  # seed 0's `a`: 1 s per step
+    # a: 1 s/step (fastest), b: 2 s/step, up: 2 s/step -> 5 * (1 + 2) / 2 = 7.5 -> 8 steps
+    for seed in (0, 1, 2):
+        assert lb._same_compute_steps(rows, "up", seed, ["a", "b"], 5) == 8
 
 
 def test_report_from_file_and_plot(tmp_path, capsys):
