@@ -68,6 +68,8 @@ def parse_args(argv=None):
                                           "leaderboard_<stage>.jsonl)")
     parser.add_argument("--retry-failed", action="store_true",
                         help="train the runs recorded as failed again")
+    parser.add_argument("--paired-with", metavar="METHOD",
+                        help="the method of the table's paired column (default: equal)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the table and plot of the file's rows; train nothing")
     args = parser.parse_args(argv)
@@ -107,8 +109,11 @@ def main(argv=None):
             optimizer=optimizer, same_compute=args.same_compute, retry_failed=args.retry_failed,
             tag=f"adamw lr={args.learning_rate} wd={args.weight_decay} cosine",
             progress=lambda line: print(line, flush=True))
-    paths = lb.write_report(board, output_dir, name)
-    print(board.markdown())
+    if args.paired_with is not None and args.paired_with not in board.labels:
+        raise SystemExit(f"--paired-with {args.paired_with!r} is not among the methods "
+                         f"{board.labels}.")
+    paths = lb.write_report(board, output_dir, name, reference=args.paired_with)
+    print(board.markdown(reference=args.paired_with))
     print(f"written: {', '.join(paths.values())}")
     return board
 

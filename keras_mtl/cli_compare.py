@@ -60,6 +60,8 @@ def add_compare_command(command):
                      help=f"JSONL results file (default {DEFAULTS['results']})")
     sub.add_argument("--report-only", action="store_true",
                      help="write the table of the results file; train nothing")
+    sub.add_argument("--paired-with", default=None, metavar="METHOD",
+                     help="the method of the table's paired column (default: equal)")
     return sub
 
 
@@ -132,8 +134,10 @@ def compare(args, parser, error):
                 progress=lambda line: print(line, flush=True))
         except ValueError as exception:
             raise error(str(exception)) from exception
-    paths = lb.write_report(board, output_dir, name)
-    print(board.markdown())
+    if args.paired_with is not None and args.paired_with not in board.labels:
+        raise error(f"--paired-with {args.paired_with!r} is not among the methods {board.labels}.")
+    paths = lb.write_report(board, output_dir, name, reference=args.paired_with)
+    print(board.markdown(reference=args.paired_with))
     print(f"written: {', '.join(paths.values())}")
     return 0
 

@@ -613,8 +613,11 @@ def leaderboard_from_file(results_path, methods=None, seeds=None, fingerprint=No
 
 
 
-def write_report(leaderboard, output_dir, name="leaderboard"):
+def write_report(leaderboard, output_dir, name="leaderboard", reference=None):
     """Writes `NAME.md` (the table), `NAME.json` (the summaries) and `NAME.png`.
+
+    `reference` names the method of the table's paired column
+    (`Leaderboard.markdown`; default `"equal"` when it was run).
 
     Returns:
         The paths written, `{"markdown", "json", "png"}` (no PNG without
@@ -624,7 +627,7 @@ def write_report(leaderboard, output_dir, name="leaderboard"):
     paths = {"markdown": os.path.join(output_dir, f"{name}.md"),
              "json": os.path.join(output_dir, f"{name}.json")}
     with open(paths["markdown"], "w") as file:
-        file.write(leaderboard.markdown() + "\n")
+        file.write(leaderboard.markdown(reference=reference) + "\n")
     with open(paths["json"], "w") as file:
         json.dump(leaderboard.to_dict(), file, indent=1, default=float)
     from keras_mtl.plotting import plot_leaderboard

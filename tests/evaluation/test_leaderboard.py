@@ -153,6 +153,15 @@ def test_report_from_file_and_plot(tmp_path, capsys):
     assert os.path.getsize(paths["png"]) > 1000
     assert cli.main(["compare", "--results", str(path), "--report-only"]) == 0
     assert "| 1 | `up` |" in capsys.readouterr().out
+    # The paired column against another method: up - down on seed 0 is 1 - (-10) = 11.
+    assert cli.main(["compare", "--results", str(path), "--report-only",
+                     "--paired-with", "down"]) == 0
+    out = capsys.readouterr().out
+    assert "vs `down` (paired)" in out and "| 1 | `up` | +2.00 [-0.48, +4.48] | +11.00 |" in out
+    assert "vs `down` (paired)" in open(tmp_path / "results.md").read()
+    assert cli.main(["compare", "--results", str(path), "--report-only",
+                     "--paired-with", "nope"]) == 1
+    assert "--paired-with 'nope' is not among the methods" in capsys.readouterr().err
 
 
 # --- the sweep, for real (tiny) ----------------------------------------------------------
