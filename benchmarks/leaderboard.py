@@ -17,7 +17,9 @@ failed rows again.
 Run a sweep that lasts hours from a snapshot of the code, not from a working
 tree you keep editing: TensorFlow's autograph re-reads a function's source
 file when it traces, so a file changed under a running sweep makes its later
-runs fail (seen on 2026-11-27: "decode() takes 2 positional arguments"):
+runs fail (seen on 2026-11-27: "decode() takes 2 positional arguments").
+The script imports the `keras_mtl` of its own checkout, so a snapshot's
+sweep uses the snapshot's package even with an editable install elsewhere:
 
     git worktree add /tmp/sweep HEAD && cd /tmp/sweep
     nohup python benchmarks/leaderboard.py --stage full \
@@ -29,6 +31,11 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# This checkout's package first, ahead of an editable install of another one: a sweep run
+# from a snapshot (below) must import the snapshot's keras_mtl, not the working tree's.
+_REPO = os.path.dirname(HERE)
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
 DEFAULT_DATA_DIR = os.path.join(HERE, "..", "..", "shared", "data", "PennFudanPed")
 
 # Screening order: the usual defaults first, then loss-based, then gradient methods on the

@@ -113,3 +113,23 @@ def test_many_tasks_configurations_resume_and_table(tmp_path):
     many_tasks.write_table(many_tasks.read_rows(str(path)), str(tmp_path / "many.md"))
     table = (tmp_path / "many.md").read_text()
     assert "| 2 | equal |" in table and "2.00x" in table  # 0.02 s against equal's 0.01 s
+
+
+def test_leaderboard_script_imports_the_package_of_its_own_checkout(tmp_path):
+    # A sweep run from a snapshot (git worktree) must train the snapshot's code, even when
+    # another checkout is installed in editable mode.
+    import shutil
+    import subprocess
+
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(os.path.join(REPO, "benchmarks", "leaderboard.py"), tmp_path / "benchmarks")
+    (tmp_path / "keras_mtl").mkdir()
+    (tmp_path / "keras_mtl" / "__init__.py").write_text("WHERE = 'snapshot'\n")
+    script = (f"import runpy; runpy.run_path({str(tmp_path / 'benchmarks' / 'leaderboard.py')!r}); "
+              "import keras_mtl; print(keras_mtl.WHERE)")
+    elsewhere = tmp_path / "elsewhere"  # not the snapshot: `python -c` puts the cwd on sys.path
+    elsewhere.mkdir()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=elsewhere, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "snapshot"
