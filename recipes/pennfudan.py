@@ -13,7 +13,8 @@ each task's gradient at the shared features is scaled by the inverse of its
 norm over the first 100 steps (with equal weights the detection gradient,
 6-9x the mask gradient there, drives the shared trunk and the person masks
 lose most; this used to be fixed by a hand-set `person=8`). `--weighting
-NAME` or `--task-weights TASK=W ...` choose otherwise.
+NAME` or `--task-weights TASK=W ...` choose otherwise; `--architecture mtan`
+gives each task its own attention over the shared features.
 
     python recipes/pennfudan.py --data-dir ../shared/data/PennFudanPed             # default run
     python recipes/pennfudan.py --data-dir ../shared/data/PennFudanPed --baselines # + single-task
@@ -42,7 +43,7 @@ DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "PennFudanPed")
 DEFAULTS = dict(
     trunk="small_resnet", weights=None, image_size=192, batch_size=16, epochs=40, steps=40,
     weighting="auto", learning_rate=2e-3, weight_decay=1e-4, scale_low=0.7, scale_high=1.4,
-    dice_weight=0.0,
+    dice_weight=0.0, architecture="hps",
 )
 GOALS = {"person_iou": 0.65, "map50": 0.70, "minutes": 30.0, "time_ratio": 0.5}
 
@@ -64,6 +65,9 @@ def parse_args(argv=None):
     parser.add_argument("--weighting", default=None,
                         help="task weighting name (keras_mtl.weighting.names()); default "
                              f"{DEFAULTS['weighting']}")
+    parser.add_argument("--architecture", default=DEFAULTS["architecture"],
+                        help="how trunk and heads are wired (keras_mtl.architectures.names()); "
+                             f"default {DEFAULTS['architecture']}")
     parser.add_argument("--task-weights", nargs="+", metavar="TASK=WEIGHT",
                         help="static loss weights, e.g. person=4 (tasks not named get 1)")
     parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
@@ -91,6 +95,11 @@ def parse_args(argv=None):
         args.epochs, args.steps = 2, 2
     if args.task_weights and args.weighting:
         parser.error("give --weighting or --task-weights, not both")
+    from keras_mtl import architectures
+
+    if args.architecture not in architectures.names():
+        parser.error(f"--architecture {args.architecture!r} is not one of "
+                     f"{architectures.names()}")
     if args.task_weights:
         args.weighting = parse_task_weights(args.task_weights, parser)
     elif not args.weighting:
@@ -158,11 +167,13 @@ def main(argv=None):
                    names["classification"]: pennfudan.CAMPUS_NAMES,
                    names["detection"]: pennfudan.CLASS_NAMES}
     model = mtl.build_mtl(tasks, trunk=args.trunk, weights=args.weights,
-                          input_shape=input_shape, weighting=args.weighting)
+                          input_shape=input_shape, weighting=args.weighting,
+                          architecture=args.architecture)
     print(f"keras_mtl {mtl.__version__}: Penn-Fudan, tasks {[t.name for t in tasks]}, trunk "
           f"{args.trunk} ({model.trunk.count_params():,} params), model "
           f"{model.count_params():,} params, {args.image_size}px, batch {args.batch_size}, "
-          f"weighting {args.weighting}, {total_steps} steps, {os.cpu_count()} CPUs")
+          f"weighting {args.weighting}, architecture {args.architecture}, {total_steps} steps, "
+          f"{os.cpu_count()} CPUs")
     verbose = 2 if not sys.stdout.isatty() else 1
     start = time.time()
     run = train_and_evaluate(model, train, val, epochs=args.epochs, steps_per_epoch=args.steps,

@@ -128,8 +128,9 @@ def test_quick_recipe_trains_evaluates_and_writes_plots(tmp_path, capsys):
 def test_quick_recipe_with_baselines_prints_the_comparison(tmp_path, capsys):
     recipe = _recipe()
     results = recipe.main(["--quick", "--baselines", "--data-dir", DATA_DIR,
-                           "--output-dir", str(tmp_path)])
+                           "--output-dir", str(tmp_path), "--architecture", "mtan"])
     printed = capsys.readouterr().out
+    assert "architecture mtan" in printed
     assert "delta-m" in printed and "training time" in printed
     table = results["comparison"]
     summed = sum(run["train_seconds"] for run in table["single_task"].values())
@@ -155,3 +156,13 @@ def test_recipe_task_weights_become_static_weights(capsys):
     with pytest.raises(SystemExit):
         recipe.parse_args(["--task-weights", "person=2", "--weighting", "famo"])
     assert "not both" in capsys.readouterr().err
+
+
+def test_recipe_architecture_is_checked_before_training(capsys):
+    recipe = _recipe()
+    assert recipe.parse_args([]).architecture == "hps"
+    assert recipe.parse_args(["--architecture", "mtan"]).architecture == "mtan"
+    with pytest.raises(SystemExit):
+        recipe.parse_args(["--architecture", "mtna"])
+    error = capsys.readouterr().err
+    assert "--architecture 'mtna' is not one of" in error and "'mtan'" in error
