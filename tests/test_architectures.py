@@ -254,6 +254,23 @@ def test_adapters_freeze_the_trunk_and_start_from_its_features():
         free.get_layer("mask_adapter_P2_up")
 
 
+def test_a_frozen_trunk_without_pretrained_weights_gets_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match="ResidualAdapters freezes the trunk, but trunk "
+                                         "'micro_resnet' has weights=None"):
+        tiny_model("adapters")
+    with pytest.warns(UserWarning, match="trainable_trunk=False freezes the trunk"):
+        tiny_model("hps", trainable_trunk=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        tiny_model(architectures.ResidualAdapters(freeze_trunk=False, levels=("P5",)))
+        tiny_model("hps")
+        trained = tiny_model("hps")
+        trained.trunk.save_weights(str(tmp_path / "trunk.weights.h5"))
+        mtl.build_mtl(make_tasks(), trunk="micro_resnet",
+                      weights=str(tmp_path / "trunk.weights.h5"),
+                      input_shape=(SIZE, SIZE, 3), architecture="adapters")
+
+
 # --- gradient-based weightings ---------------------------------------------------------------
 def test_gradient_weighting_without_shared_parameters_falls_back_to_the_sum():
     model = tiny_model("separate", weighting="pcgrad")
