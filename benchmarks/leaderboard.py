@@ -116,10 +116,10 @@ def main(argv=None):
             optimizer=optimizer, same_compute=args.same_compute, retry_failed=args.retry_failed,
             tag=f"adamw lr={args.learning_rate} wd={args.weight_decay} cosine",
             progress=lambda line: print(line, flush=True))
-    if args.paired_with is not None and args.paired_with not in board.labels:
-        raise SystemExit(f"--paired-with {args.paired_with!r} is not among the methods "
-                         f"{board.labels}.")
-    paths = lb.write_report(board, output_dir, name, reference=args.paired_with)
+    try:
+        paths = lb.write_report(board, output_dir, name, reference=args.paired_with)
+    except ValueError as exception:
+        raise SystemExit(f"--paired-with: {exception}") from exception
     print(board.markdown(reference=args.paired_with))
     print(f"written: {', '.join(paths.values())}")
     return board

@@ -134,9 +134,10 @@ def compare(args, parser, error):
                 progress=lambda line: print(line, flush=True))
         except ValueError as exception:
             raise error(str(exception)) from exception
-    if args.paired_with is not None and args.paired_with not in board.labels:
-        raise error(f"--paired-with {args.paired_with!r} is not among the methods {board.labels}.")
-    paths = lb.write_report(board, output_dir, name, reference=args.paired_with)
+    try:
+        paths = lb.write_report(board, output_dir, name, reference=args.paired_with)
+    except ValueError as exception:
+        raise error(f"--paired-with: {exception}") from exception
     print(board.markdown(reference=args.paired_with))
     print(f"written: {', '.join(paths.values())}")
     return 0

@@ -303,7 +303,13 @@ class Leaderboard:
             reference: a method label for the paired "vs" column (the
                 per-seed difference of delta-m, mean and interval); default
                 `"equal"` when it is among the methods.
+
+        Raises:
+            ValueError: `reference` is not one of the leaderboard's methods.
         """
+        if reference is not None and reference not in self.labels:
+            raise ValueError(f"the paired column's method {reference!r} is not among the "
+                             f"methods {self.labels}.")
         tasks = self.tasks
         if reference is None and "equal" in self.labels:
             reference = "equal"
@@ -623,11 +629,12 @@ def write_report(leaderboard, output_dir, name="leaderboard", reference=None):
         The paths written, `{"markdown", "json", "png"}` (no PNG without
         matplotlib).
     """
+    table = leaderboard.markdown(reference=reference)  # a bad reference raises before any write
     os.makedirs(output_dir, exist_ok=True)
     paths = {"markdown": os.path.join(output_dir, f"{name}.md"),
              "json": os.path.join(output_dir, f"{name}.json")}
     with open(paths["markdown"], "w") as file:
-        file.write(leaderboard.markdown(reference=reference) + "\n")
+        file.write(table + "\n")
     with open(paths["json"], "w") as file:
         json.dump(leaderboard.to_dict(), file, indent=1, default=float)
     from keras_mtl.plotting import plot_leaderboard

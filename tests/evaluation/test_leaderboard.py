@@ -161,7 +161,11 @@ def test_report_from_file_and_plot(tmp_path, capsys):
     assert "vs `down` (paired)" in open(tmp_path / "results.md").read()
     assert cli.main(["compare", "--results", str(path), "--report-only",
                      "--paired-with", "nope"]) == 1
-    assert "--paired-with 'nope' is not among the methods" in capsys.readouterr().err
+    assert ("--paired-with: the paired column's method 'nope' is not among the methods"
+            in capsys.readouterr().err)
+    with pytest.raises(ValueError, match="'nope' is not among the methods"):
+        board.markdown(reference="nope")  # not a silent column of blanks
+    assert "vs `down` (paired)" in open(tmp_path / "results.md").read()  # the report is kept
 
 
 # --- the sweep, for real (tiny) ----------------------------------------------------------
