@@ -30,6 +30,7 @@ from keras_mtl.weighting.weighting import GradientWeighting, LossWeighting, Weig
 from keras_mtl.weighting.aligned_mtl import AlignedMTL
 from keras_mtl.weighting.cagrad import CAGrad
 from keras_mtl.weighting.calibrated import AutoWeighting, CalibratedGradientBalancing
+from keras_mtl.weighting.calibrated_pcgrad import CalibratedPCGrad
 from keras_mtl.weighting.conflict_free import ConFIG
 from keras_mtl.weighting.cr_mogm import CRMOGM
 from keras_mtl.weighting.db_mtl import DualBalancing
@@ -77,6 +78,7 @@ WEIGHTINGS.register("aligned_mtl")(AlignedMTL)
 WEIGHTINGS.register("upgrad")(UPGrad)
 WEIGHTINGS.register("calibrated")(CalibratedGradientBalancing)
 WEIGHTINGS.register("auto")(AutoWeighting)
+WEIGHTINGS.register("calibrated_pcgrad")(CalibratedPCGrad)
 WEIGHTINGS.register("config")(ConFIG)
 WEIGHTINGS.register("dualproj")(DualProj)
 WEIGHTINGS.register("fairgrad")(FairGrad)
@@ -108,7 +110,8 @@ __all__ = [
     "LogLossWeighting", "RandomLossWeighting", "SmoothTchebycheff",
     "GO4Align", "IMTLL", "PenaltyBoundaryIntersection",
     "DualBalancing",
-    "AlignedMTL", "AutoWeighting", "CAGrad", "CalibratedGradientBalancing", "GradDrop", "GradNorm", "GradVac", "IMTL", "MGDA", "NashMTL",
+    "AlignedMTL", "AutoWeighting", "CAGrad", "CalibratedGradientBalancing", "CalibratedPCGrad",
+    "GradDrop", "GradNorm", "GradVac", "IMTL", "MGDA", "NashMTL",
     "PCGrad", "UPGrad",
     "ConFIG", "CRMOGM", "DualProj", "ExcessMTL", "FairGrad", "Krum", "MoCo", "MoDo", "SDMGrad",
     "TrimmedMean",

@@ -14,6 +14,34 @@ def random_orders(seed_generator, num_tasks):
     return ops.cast(ops.argsort(noise, axis=-1), "int32")
 
 
+def projection_weights(gram, present, orders):
+    """PCGrad's projections on a Gram matrix: `(T,)` weights of the rows.
+
+    Args:
+        gram: `(T, T)` Gram matrix of the task gradients `g_t`.
+        present: `(T,)` 1 for the tasks in the batch, 0 for the others.
+        orders: `(T, T)` int32; row i is the order in which task i is
+            projected against the others (`random_orders`).
+
+    Returns:
+        `(T,)` weights `w` with `sum_t g_t'` (the projected gradients)
+        `== sum_j w_j g_j`.
+    """
+    num_tasks = gram.shape[0]
+    sq_norms = ops.diagonal(gram)  # (T,)
+    rows = ops.arange(num_tasks, dtype="int32")
+    coefficients = ops.eye(num_tasks)  # (T, T): g_i' = sum_k C[i, k] g_k
+    for step in range(num_tasks):
+        j = orders[:, step]  # (T,) the task each row is projected against
+        dots = ops.take_along_axis(ops.matmul(coefficients, gram), j[:, None], axis=1)[:, 0]
+        norm_j = ops.take(sq_norms, j)
+        conflict = (dots < 0) & (j != rows) & (ops.take(present, j) > 0) & (norm_j > 0)
+        factor = ops.where(conflict, -dots / ops.where(norm_j > 0, norm_j, 1.0), 0.0)  # (T,)
+        coefficients = coefficients + factor[:, None] * ops.one_hot(j, num_tasks)
+    coefficients = coefficients * present[:, None]  # absent rows contribute nothing
+    return ops.sum(coefficients, axis=0) * present  # (T,)
+
+
 @keras_serializable
 class PCGrad(GradientWeighting):
     """Projecting conflicting gradients (Yu et al., "Gradient Surgery for
@@ -53,20 +81,8 @@ class PCGrad(GradientWeighting):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def compute_gramian_weights(self, gram, losses, present):
-        num_tasks = gram.shape[0]
-        sq_norms = ops.diagonal(gram)  # (T,)
-        orders = random_orders(self.seed_generator, num_tasks)  # (T, T)
-        rows = ops.arange(num_tasks, dtype="int32")
-        coefficients = ops.eye(num_tasks)  # (T, T): g_i' = sum_k C[i, k] g_k
-        for step in range(num_tasks):
-            j = orders[:, step]  # (T,) the task each row is projected against
-            dots = ops.take_along_axis(ops.matmul(coefficients, gram), j[:, None], axis=1)[:, 0]
-            norm_j = ops.take(sq_norms, j)
-            conflict = (dots < 0) & (j != rows) & (ops.take(present, j) > 0) & (norm_j > 0)
-            factor = ops.where(conflict, -dots / ops.where(norm_j > 0, norm_j, 1.0), 0.0)  # (T,)
-            coefficients = coefficients + factor[:, None] * ops.one_hot(j, num_tasks)
-        coefficients = coefficients * present[:, None]  # absent rows contribute nothing
-        weights = ops.sum(coefficients, axis=0) * present  # (T,)
+        orders = random_orders(self.seed_generator, gram.shape[0])  # (T, T)
+        weights = projection_weights(gram, present, orders)  # (T,)
         return weights, weights
 
     def get_config(self):
