@@ -27,10 +27,12 @@ GOALS = {"loss": 1.05, "rep_grad": 1.2, "full": 1.6}
 
 # Short citations, one per registered name (the module docstrings give the full ones).
 PAPERS = {
+    "adatask": "Yang et al., AAAI 2023",
     "aligned_mtl": "Senushkin et al., CVPR 2023",
     "auto": "`calibrated` with rep_grad, 100 steps (this project)",
     "cagrad": "Liu et al., NeurIPS 2021",
     "calibrated": "this project (GradNorm's equal-norm target, held)",
+    "calibrated_pcgrad": "this project: `calibrated`, then PCGrad (Yu et al., NeurIPS 2020)",
     "config": "Liu, Chu, Thuerey, ICLR 2025",
     "cr_mogm": "Zhou et al., NeurIPS 2022",
     "db_mtl": "Lin et al., arXiv 2308.12029, 2023",

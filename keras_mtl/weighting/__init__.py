@@ -27,6 +27,7 @@ from keras_mtl.weighting.stch import SmoothTchebycheff
 from keras_mtl.weighting.uncertainty import UncertaintyWeighting
 from keras_mtl.weighting.weighting import GradientWeighting, LossWeighting, Weighting
 # Gradient-based weightings.
+from keras_mtl.weighting.adatask import AdaTask
 from keras_mtl.weighting.aligned_mtl import AlignedMTL
 from keras_mtl.weighting.cagrad import CAGrad
 from keras_mtl.weighting.calibrated import AutoWeighting, CalibratedGradientBalancing
@@ -79,6 +80,7 @@ WEIGHTINGS.register("upgrad")(UPGrad)
 WEIGHTINGS.register("calibrated")(CalibratedGradientBalancing)
 WEIGHTINGS.register("auto")(AutoWeighting)
 WEIGHTINGS.register("calibrated_pcgrad")(CalibratedPCGrad)
+WEIGHTINGS.register("adatask")(AdaTask)
 WEIGHTINGS.register("config")(ConFIG)
 WEIGHTINGS.register("dualproj")(DualProj)
 WEIGHTINGS.register("fairgrad")(FairGrad)
@@ -110,7 +112,7 @@ __all__ = [
     "LogLossWeighting", "RandomLossWeighting", "SmoothTchebycheff",
     "GO4Align", "IMTLL", "PenaltyBoundaryIntersection",
     "DualBalancing",
-    "AlignedMTL", "AutoWeighting", "CAGrad", "CalibratedGradientBalancing", "CalibratedPCGrad",
+    "AdaTask", "AlignedMTL", "AutoWeighting", "CAGrad", "CalibratedGradientBalancing", "CalibratedPCGrad",
     "GradDrop", "GradNorm", "GradVac", "IMTL", "MGDA", "NashMTL",
     "PCGrad", "UPGrad",
     "ConFIG", "CRMOGM", "DualProj", "ExcessMTL", "FairGrad", "Krum", "MoCo", "MoDo", "SDMGrad",
