@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
+import keras_mtl
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.tasks import Classification
 
@@ -35,6 +36,25 @@ def aggregate(weighting, grads, losses=None, present=None, graph=False):
 
 def weights_of(weighting):
     return ops.convert_to_numpy(weighting.current_weights())
+
+
+def step(weighting, grads, present=None):
+    """One `aggregate` with unit losses: `(direction, the weights it logged)`."""
+    return aggregate(weighting, grads, present=present), weights_of(weighting)
+
+
+def fit_two_classifiers(trunk, weighting):
+    """One epoch of SGD (2 steps of 4 random 32 px images) on two classification
+    tasks `a` (3 classes) and `b` (2) over `trunk`: `(model, its last loss)`."""
+    model = keras_mtl.build_mtl([Classification("a", 3), Classification("b", 2)],
+                                trunk=trunk, weights=None, input_shape=(32, 32, 3),
+                                weighting=weighting)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (8, 32, 32, 3)).astype("uint8")  # (8, 32, 32, 3)
+    targets = {"a": rng.integers(0, 3, 8).astype("int32"), "b": rng.integers(0, 2, 8).astype("int32")}
+    model.compile(optimizer="sgd", jit_compile=False)
+    history = model.fit(images, targets, batch_size=4, epochs=1, verbose=0).history
+    return model, history["loss"][-1]
 
 
 def state_of(weighting):

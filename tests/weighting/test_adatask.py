@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from keras import ops
 
-import keras_mtl
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.tasks import Classification
 
@@ -16,40 +15,33 @@ def make(num_tasks=2, dim=2, **kwargs):
     return weighting
 
 
-def step(weighting, grads, present=None):
-    grads = np.asarray(grads, "float32")
-    present = np.ones(len(grads), "float32") if present is None else np.asarray(present, "float32")
-    direction = weighting.aggregate(grads, np.ones(len(grads), "float32"), present)
-    return ops.convert_to_numpy(direction), ops.convert_to_numpy(weighting.current_weights())
-
-
-def test_hand_worked_two_steps():
+def test_hand_worked_two_steps(helpers):
     weighting = make()
     # Step 1: m_hat = g, v_hat = g^2, so each term is sign(g) (0 where g = 0): a task 4x
     # smaller moves its parameters as far as the larger one.
-    direction, weights = step(weighting, [[2.0, 0.0], [0.0, -0.5]])
+    direction, weights = helpers.step(weighting, [[2.0, 0.0], [0.0, -0.5]])
     np.testing.assert_allclose(direction, [1.0, -1.0], rtol=1e-4)  # float32 (1 - 0.999)
     np.testing.assert_allclose(weights, [np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-4)
     # Step 2, task 0's gradient halves: m = 0.9 * 0.2 + 0.1 * 1 = 0.28, m_hat = 0.28 / 0.19;
     # v = 0.999 * 0.004 + 0.001 * 1 = 0.004996, v_hat = 0.004996 / 0.001999.
-    direction, _ = step(weighting, [[1.0, 0.0], [0.0, -0.5]])
+    direction, _ = helpers.step(weighting, [[1.0, 0.0], [0.0, -0.5]])
     expected = (0.28 / 0.19) / (np.sqrt(0.004996 / 0.001999) + 1e-8)  # 0.93218
     np.testing.assert_allclose(direction, [expected, -1.0], rtol=1e-4)
     assert abs(expected - 0.93218) < 1e-4
 
 
-def test_a_shared_parameter_is_not_dominated_by_the_larger_task():
+def test_a_shared_parameter_is_not_dominated_by_the_larger_task(helpers):
     # Both tasks on one parameter, one 100x larger and opposed in sign: summed, Adam would
     # step along the large task only; per task, the two normalised terms cancel.
-    direction, _ = step(make(dim=1), [[100.0], [-1.0]])
+    direction, _ = helpers.step(make(dim=1), [[100.0], [-1.0]])
     np.testing.assert_allclose(direction, [0.0], atol=1e-6)
 
 
-def test_absent_task_keeps_its_moments_and_adds_nothing():
+def test_absent_task_keeps_its_moments_and_adds_nothing(helpers):
     weighting = make()
-    step(weighting, [[2.0, 0.0], [0.0, -0.5]])
+    helpers.step(weighting, [[2.0, 0.0], [0.0, -0.5]])
     moments = ops.convert_to_numpy(weighting.first_moments).copy()
-    direction, weights = step(weighting, [[2.0, 0.0], [9.0, 9.0]], present=[1, 0])
+    direction, weights = helpers.step(weighting, [[2.0, 0.0], [9.0, 9.0]], present=[1, 0])
     np.testing.assert_allclose(ops.convert_to_numpy(weighting.first_moments)[1], moments[1])
     np.testing.assert_allclose(ops.convert_to_numpy(weighting.task_steps), [2.0, 1.0])
     np.testing.assert_allclose(direction, [1.0, 0.0], rtol=1e-4)
@@ -67,16 +59,9 @@ def test_bad_settings_rep_grad_and_config():
     assert (restored.beta_1, restored.beta_2, restored.epsilon) == (0.9, 0.99, 1e-8)
 
 
-def test_fit_builds_moments_of_the_shared_parameters(conv_trunk):
-    model = keras_mtl.build_mtl([Classification("a", 3), Classification("b", 2)],
-                                trunk=conv_trunk(), weights=None, input_shape=(32, 32, 3),
-                                weighting="adatask")
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (8, 32, 32, 3)).astype("uint8")
-    targets = {"a": rng.integers(0, 3, 8).astype("int32"), "b": rng.integers(0, 2, 8).astype("int32")}
-    model.compile(optimizer="sgd", jit_compile=False)
-    history = model.fit(images, targets, batch_size=4, epochs=1, verbose=0).history
-    assert np.isfinite(history["loss"][-1])
+def test_fit_builds_moments_of_the_shared_parameters(helpers, conv_trunk):
+    model, last_loss = helpers.fit_two_classifiers(conv_trunk(), "adatask")
+    assert np.isfinite(last_loss)
     shared = sum(int(np.prod(v.shape)) for v in model.shared_variables)
     assert model.weighting.first_moments.shape == (2, shared)
     np.testing.assert_allclose(ops.convert_to_numpy(model.weighting.task_steps), [2.0, 2.0])

@@ -16,46 +16,39 @@ def make(calibration_steps, num_tasks=2):
     return weighting
 
 
-def step(weighting, grads, present=None):
-    grads = np.asarray(grads, "float32")
-    present = np.ones(len(grads), "float32") if present is None else np.asarray(present, "float32")
-    direction = weighting.aggregate(grads, np.ones(len(grads), "float32"), present)
-    return ops.convert_to_numpy(direction), ops.convert_to_numpy(weighting.current_weights())
-
-
-def test_hand_worked_window_then_frozen_weights():
+def test_hand_worked_window_then_frozen_weights(helpers):
     weighting = make(calibration_steps=2)
     # Step 1: norms (5, 1), mean 3: w = (0.6, 3).
-    direction, weights = step(weighting, [[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]])
+    direction, weights = helpers.step(weighting, [[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]])
     np.testing.assert_allclose(weights, [0.6, 3.0], rtol=1e-6)
     np.testing.assert_allclose(direction, [1.8, 2.4, 3.0], rtol=1e-6)
     # Step 2: norms (10, 1); running means (7.5, 1), mean 4.25: w = (4.25 / 7.5, 4.25).
-    _, weights = step(weighting, [[6.0, 8.0, 0.0], [0.0, 0.0, 1.0]])
+    _, weights = helpers.step(weighting, [[6.0, 8.0, 0.0], [0.0, 0.0, 1.0]])
     np.testing.assert_allclose(weights, [4.25 / 7.5, 4.25], rtol=1e-6)
     # Step 3: the window is over; the weights stay whatever the gradients are now.
-    direction, weights = step(weighting, [[0.0, 1.0, 0.0], [0.0, 0.0, 100.0]])
+    direction, weights = helpers.step(weighting, [[0.0, 1.0, 0.0], [0.0, 0.0, 100.0]])
     np.testing.assert_allclose(weights, [4.25 / 7.5, 4.25], rtol=1e-6)
     np.testing.assert_allclose(direction, [0.0, 4.25 / 7.5, 425.0], rtol=1e-6)
 
 
-def test_a_learnt_task_fades_instead_of_being_amplified():
+def test_a_learnt_task_fades_instead_of_being_amplified(helpers):
     # Task 0's gradient shrinks 10x after calibration: its share of the update shrinks
     # 10x too (a per-step normalisation would scale it back up to task 1's size).
     weighting = make(calibration_steps=1)
-    step(weighting, [[2.0, 0.0], [0.0, 1.0]])
-    direction, _ = step(weighting, [[0.2, 0.0], [0.0, 1.0]])
+    helpers.step(weighting, [[2.0, 0.0], [0.0, 1.0]])
+    direction, _ = helpers.step(weighting, [[0.2, 0.0], [0.0, 1.0]])
     np.testing.assert_allclose(direction[0] / direction[1], 0.1 * 1.0, rtol=1e-6)
 
 
-def test_absent_task_keeps_its_calibration_and_gets_weight_zero():
+def test_absent_task_keeps_its_calibration_and_gets_weight_zero(helpers):
     weighting = make(calibration_steps=3, num_tasks=3)
-    direction, weights = step(weighting, [[3.0, 0.0], [9.0, 9.0], [0.0, 1.0]], present=[1, 0, 1])
+    direction, weights = helpers.step(weighting, [[3.0, 0.0], [9.0, 9.0], [0.0, 1.0]], present=[1, 0, 1])
     assert weights[1] == 0.0
     np.testing.assert_allclose(ops.convert_to_numpy(weighting.norm_count), [1.0, 0.0, 1.0])
     np.testing.assert_allclose(weights[[0, 2]], [2.0 / 3.0, 2.0], rtol=1e-6)  # norms 3, 1
     np.testing.assert_allclose(direction, [2.0, 2.0], rtol=1e-6)
     # A zero gradient of a present task is not measured (it would drive its mean to 0).
-    step(weighting, [[3.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    helpers.step(weighting, [[3.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
     assert ops.convert_to_numpy(weighting.norm_count)[1] == 0.0
 
 
