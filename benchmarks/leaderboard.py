@@ -67,6 +67,8 @@ def parse_args(argv=None):
     parser.add_argument("--trunk", default="small_resnet")
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--segmentation-head-convs", type=int, default=0,
+                        help="extra 3x3 convs of the person mask head (Segmentation head_convs)")
     parser.add_argument("--same-compute", nargs="*", default=[],
                         help="methods also trained for the summed single-task time")
     parser.add_argument("--no-cross-validation", action="store_true",
@@ -106,7 +108,8 @@ def main(argv=None):
 
         factory = pennfudan.leaderboard_factory(
             args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
-            cross_validation=not args.no_cross_validation)
+            cross_validation=not args.no_cross_validation,
+            segmentation_kwargs={"head_convs": args.segmentation_head_convs})
         print(f"Penn-Fudan leaderboard, stage {args.stage}: {len(args.methods)} methods x "
               f"{len(args.seeds)} seeds, {args.steps} steps of {args.batch_size} images at "
               f"{args.image_size} px, trunk {args.trunk}, {os.cpu_count()} CPUs; "

@@ -268,7 +268,7 @@ def make_tasks(image_level="campus", detection_kwargs=None, segmentation_kwargs=
 
 
 def leaderboard_factory(data_dir, image_size=96, batch_size=16, augment=True,
-                        cross_validation=False, val_every=5):
+                        cross_validation=False, val_every=5, segmentation_kwargs=None):
     """A data factory of Penn-Fudan for `keras_mtl.evaluation.run_leaderboard`.
 
     Args:
@@ -281,6 +281,8 @@ def leaderboard_factory(data_dir, image_size=96, batch_size=16, augment=True,
             other files train), so seeds 0-4 cover every photo once;
             otherwise every seed uses fold 0 (34 validation photos).
         val_every: the number of folds.
+        segmentation_kwargs: optional arguments of the person task
+            (`keras_mtl.tasks.Segmentation`, e.g. `head_convs`).
 
     Returns:
         `factory(seed) -> LeaderboardData` with the three tasks; delta-m
@@ -292,7 +294,7 @@ def leaderboard_factory(data_dir, image_size=96, batch_size=16, augment=True,
 
     def factory(seed):
         fold = seed % val_every if cross_validation else 0
-        tasks = make_tasks()
+        tasks = make_tasks(segmentation_kwargs=segmentation_kwargs)
         transform = (JointAugmentation.from_tasks(tasks, scale_range=(0.7, 1.4), translate=0.1,
                                                   seed=seed) if augment else None)
         train = load_pennfudan(data_dir, "train", image_size=image_size, batch_size=batch_size,

@@ -15,11 +15,13 @@ class Segmentation(Task):
     """Per-pixel classification with a light FPN decoder over P2..P5.
 
     Head (after Kirillov et al., "Panoptic Feature Pyramid Networks", CVPR
-    2019, simplified): a 1x1 lateral convolution per level, a top-down path
-    of 2x upsampling and sums down to P2 (stride 4), a 3x3 conv-BN-ReLU, a
-    1x1 convolution to class logits, then bilinear upsampling to the input
-    size. Loss: pixel-wise softmax cross-entropy over labelled pixels, plus
-    `dice_weight` times a soft Dice loss (Milletari et al., 3DV 2016).
+    2019, simplified): a 1x1 lateral convolution per level, a top-down path of
+    2x upsampling and sums down to P2 (stride 4), a 3x3 conv-BN-ReLU,
+    `head_convs` more 3x3 conv-ReLU layers (the task's own capacity on top of
+    shared features, as in Detection's branches), a 1x1 convolution to class
+    logits, then bilinear upsampling to the input size. Loss: pixel-wise
+    softmax cross-entropy over labelled pixels, plus `dice_weight` times a
+    soft Dice loss (Milletari et al., 3DV 2016).
 
     Targets: `(B, H, W)` or `(B, H, W, 1)` integer class ids at input size;
     `ignore_index` marks unlabelled pixels.
@@ -33,6 +35,9 @@ class Segmentation(Task):
         ignore_index: target value of unlabelled pixels (0 <= C or >= C).
         dice_weight: weight of the Dice term; 0 disables it.
         decoder_channels: width of the FPN decoder.
+        head_convs: extra 3x3 conv-ReLU layers after the decoder's
+            conv-BN-ReLU (0: none).
+        output_probs: also output the class probabilities.
 
     Example:
 
@@ -45,7 +50,7 @@ class Segmentation(Task):
     """
 
     def __init__(self, name, num_classes, ignore_index=255, dice_weight=0.0, decoder_channels=64,
-                 output_probs=False):
+                 output_probs=False, head_convs=0):
         super().__init__(name)
         if int(num_classes) < 2:
             raise self.error(f"num_classes must be >= 2 (background included), got {num_classes}.")
@@ -58,6 +63,9 @@ class Segmentation(Task):
         self.dice_weight = float(dice_weight)
         self.decoder_channels = int(decoder_channels)
         self.output_probs = bool(output_probs)
+        if int(head_convs) < 0:
+            raise self.error(f"head_convs must be >= 0, got {head_convs}.")
+        self.head_convs = int(head_convs)
 
     def build_head(self, features, image_shape):
         width, prefix = self.decoder_channels, self.name
@@ -74,6 +82,9 @@ class Segmentation(Task):
         x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{prefix}_conv")(x)
         x = layers.BatchNormalization(name=f"{prefix}_bn")(x)
         x = layers.ReLU(name=f"{prefix}_relu")(x)
+        for index in range(self.head_convs):
+            x = layers.Conv2D(width, 3, padding="same", activation="relu",
+                              name=f"{prefix}_conv{index + 2}")(x)  # (B, H/4, W/4, D)
         logits = layers.Conv2D(self.num_classes, 1, dtype="float32",
                                name=f"{prefix}_logits")(x)  # (B, H/4, W/4, C)
         height, width_px = image_shape[0], image_shape[1]
@@ -154,4 +165,5 @@ class Segmentation(Task):
             "dice_weight": self.dice_weight,
             "decoder_channels": self.decoder_channels,
             "output_probs": self.output_probs,
+            "head_convs": self.head_convs,
         }
