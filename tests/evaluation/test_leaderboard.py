@@ -1,5 +1,6 @@
 """The multi-seed leaderboard: statistics, methods, resume, failures, bad input, report."""
 
+import dataclasses
 import json
 import math
 import os
@@ -197,6 +198,22 @@ def _sgd(made):
         made.append(total_steps)
         return keras.optimizers.SGD(0.01)
     return factory
+
+
+def test_fingerprint_ignores_an_option_added_later_at_its_default():
+    from keras_mtl.tasks import Segmentation
+
+    data = _tiny_factory()(0)
+
+    def fingerprint(**options):
+        tasks = [Segmentation("mask", 3, **options)]
+        return lb._fingerprint(dataclasses.replace(data, tasks=tasks), "micro_resnet", None, 2, "")
+
+    # Sweeps begun before `head_convs` existed keep their fingerprint (and so resume).
+    assert "head_convs" not in lb._task_description(Segmentation("mask", 3))
+    assert fingerprint() == fingerprint(head_convs=0)
+    assert fingerprint(head_convs=2) != fingerprint()
+    assert fingerprint(dice_weight=1.0) != fingerprint()
 
 
 def test_sweep_records_failures_appends_rows_and_resumes_without_training(tmp_path, monkeypatch):

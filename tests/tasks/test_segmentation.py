@@ -45,6 +45,24 @@ def test_head_outputs_logits_at_input_resolution():
     assert logits.dtype == "float32"
 
 
+def test_head_convs_add_the_task_its_own_layers():
+    trunk = trunks.get("micro_resnet", input_shape=(32, 32, 3))
+    images = keras.Input((32, 32, 3))
+    features = trunk(images)
+    plain = keras.Model(images, Segmentation("s", 2).build_head(features, (32, 32, 3)))
+    deeper = keras.Model(images, Segmentation("s", 2, head_convs=2).build_head(features,
+                                                                              (32, 32, 3)))
+    added = {layer.name for layer in deeper.layers} - {layer.name for layer in plain.layers}
+    assert added == {"s_conv2", "s_conv3"}
+    width = 64  # decoder_channels: each added layer is a 3x3 conv of 64 -> 64 with a bias
+    assert deeper.count_params() - plain.count_params() == 2 * (3 * 3 * width * width + width)
+    assert tuple(deeper.output.shape) == (None, 32, 32, 2)
+    task = Segmentation.from_config(Segmentation("s", 2, head_convs=2).get_config())
+    assert task.head_convs == 2
+    with pytest.raises(ValueError, match=r"Task 's'.*head_convs must be >= 0"):
+        Segmentation("s", 2, head_convs=-1)
+
+
 def test_decode_and_metrics():
     task = Segmentation("s", num_classes=2, output_probs=True)
     logits = np.zeros((1, 1, 2, 2), "float32")
