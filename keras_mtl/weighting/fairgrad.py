@@ -113,15 +113,17 @@ class FairGrad(GradientWeighting):
     steps.
 
     Absent tasks are left out of the equation (weight 0). Logged weights:
-    `w`. As in LibMTL, defined on the gradients of the shared parameters
-    (`rep_grad=True` raises).
+    `w`. As in the reference and LibMTL, defined by default on the gradients
+    of the shared parameters; `rep_grad=True` (this project's option, as for
+    IMTL and Aligned-MTL) solves the same equation on the Gram matrix of the
+    shared features' gradients, at a fraction of the cost.
 
     Args:
         alpha: fairness parameter `alpha > 0` (LibMTL's default 1).
         iterations: Newton steps of the solver.
         ridge: Tikhonov term of the solver, relative to the Gram matrix's
             Frobenius norm (see `fair_weights`).
-        rep_grad: must be `False`.
+        rep_grad: use the shared features' gradients (not in the paper).
 
     Example:
 
@@ -129,8 +131,6 @@ class FairGrad(GradientWeighting):
     >>> np.round(weighting.aggregate(np.array([[1.0, 0.0], [0.0, 2.0]], "float32")), 4)
     array([1., 1.], dtype=float32)
     """
-
-    supports_rep_grad = False
 
     def __init__(self, alpha=1.0, iterations=20, ridge=1e-12, rep_grad=False, **kwargs):
         super().__init__(rep_grad=rep_grad, **kwargs)

@@ -41,3 +41,12 @@ def test_compiled_steps_match_eager(helpers):
     helpers.assert_compiled_steps_match_eager(
         "fairgrad", [(grads, np.ones(3), [1, 1, 1]), (grads, np.ones(3), [0, 1, 1])], 3,
         graph=True, alpha=2.0)
+
+
+def test_rep_grad_solves_the_equation_on_the_shared_features(helpers, conv_trunk):
+    weighting = helpers.make("fairgrad", rep_grad=True)
+    assert weighting.rep_grad and weighting.get_config()["rep_grad"]
+    model, last_loss = helpers.fit_two_classifiers(conv_trunk(), weighting)
+    assert np.isfinite(last_loss)
+    weights = ops.convert_to_numpy(model.weighting.current_weights())  # (2,)
+    assert np.all(np.isfinite(weights)) and np.all(weights > 0.0)
