@@ -60,6 +60,16 @@ class CpuClock:
         return [sum(timed[i:i + steps]) / steps for i in range(0, len(timed), steps)]
 
 
+def _accepts(factory, kwargs):
+    """Whether the weighting can be made with `kwargs` (`"auto"` fixes rep_grad, some
+    methods refuse it): a refused setting is not a configuration to time."""
+    try:
+        factory(**kwargs)
+    except ValueError:
+        return False
+    return True
+
+
 def weighting_configs(num_tasks, task_names):
     """`[(label, name, kwargs, kind)]` for every registered weighting.
 
@@ -72,8 +82,11 @@ def weighting_configs(num_tasks, task_names):
         factory = weighting.WEIGHTINGS.lookup(name)
         kwargs = {"weights": {task: 1.0 for task in task_names}} if name == "static" else {}
         if getattr(factory, "gradient_based", False):
-            configs.append((f"{name} (rep_grad)", name, {**kwargs, "rep_grad": True}, "rep_grad"))
-            configs.append((f"{name} (full grads)", name, {**kwargs, "rep_grad": False}, "full"))
+            for label, rep_grad, kind in (("rep_grad", True, "rep_grad"),
+                                          ("full grads", False, "full")):
+                if _accepts(factory, {**kwargs, "rep_grad": rep_grad}):
+                    configs.append((f"{name} ({label})", name,
+                                    {**kwargs, "rep_grad": rep_grad}, kind))
         else:
             configs.append((f"{name} (control)" if name == "equal" else name, name, kwargs,
                             "loss"))

@@ -6,9 +6,13 @@ JSONL file as each run ends, so a killed sweep resumes where it stopped):
     # screening: 96 px, 400 steps of 16 images, 3 cross-validation folds
     python benchmarks/leaderboard.py --stage screen
     # the recipe's budget (192 px, 1600 steps) for a few methods
-    python benchmarks/leaderboard.py --stage full --methods auto equal static:person=8
+    python benchmarks/leaderboard.py --stage full --methods fairgrad calibrated equal
     # the table and plot of what is in the file so far (no training)
     python benchmarks/leaderboard.py --stage screen --report-only
+
+Sweeps name the method that `"auto"` stands for (today `fairgrad`), not
+`auto`: the alias follows the evidence, and rows must keep meaning what they
+measured (the rows of the earlier `auto` are labelled `calibrated`).
 
 Writes RESULTS (default benchmarks/results/leaderboard_<stage>.jsonl) and
 leaderboard_<stage>.md / .json / .png beside it. `--retry-failed` trains the
@@ -41,10 +45,10 @@ DEFAULT_DATA_DIR = os.path.join(HERE, "..", "..", "shared", "data", "PennFudanPe
 # Screening order: the usual defaults first, then loss-based, then gradient methods on the
 # shared features (one trunk backward pass), then parameter-gradient methods (T passes).
 SCREEN_METHODS = [
-    "equal", "static:person=8", "auto", "uncertainty", "famo", "imtl:rep_grad", "log_losses",
+    "equal", "static:person=8", "calibrated", "uncertainty", "famo", "imtl:rep_grad", "log_losses",
     "db_mtl", "mgda:rep_grad", "aligned_mtl:rep_grad", "dwa", "rlw", "gls", "stch",
     "graddrop:rep_grad", "nash_mtl", "upgrad", "cagrad", "pcgrad", "gradvac", "gradnorm",
-    "calibrated:rep_grad=false", "equal@mtan", "auto@mtan",
+    "calibrated:rep_grad=false", "equal@mtan", "calibrated@mtan", "fairgrad", "fairgrad:rep_grad",
 ]
 STAGES = {
     "screen": dict(image_size=96, batch_size=16, steps=400, seeds=[0, 1, 2],

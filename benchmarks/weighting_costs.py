@@ -29,7 +29,7 @@ GOALS = {"loss": 1.05, "rep_grad": 1.2, "full": 1.6}
 PAPERS = {
     "adatask": "Yang et al., AAAI 2023",
     "aligned_mtl": "Senushkin et al., CVPR 2023",
-    "auto": "`calibrated` with rep_grad, 100 steps (this project)",
+    "auto": "`fairgrad` with rep_grad (Ban, Ji, ICML 2024)",
     "cagrad": "Liu et al., NeurIPS 2021",
     "calibrated": "this project (GradNorm's equal-norm target, held)",
     "calibrated_pcgrad": "this project: `calibrated`, then PCGrad (Yu et al., NeurIPS 2020)",

@@ -30,7 +30,8 @@ from keras_mtl.weighting.weighting import GradientWeighting, LossWeighting, Weig
 from keras_mtl.weighting.adatask import AdaTask
 from keras_mtl.weighting.aligned_mtl import AlignedMTL
 from keras_mtl.weighting.cagrad import CAGrad
-from keras_mtl.weighting.calibrated import AutoWeighting, CalibratedGradientBalancing
+from keras_mtl.weighting.auto import AutoWeighting
+from keras_mtl.weighting.calibrated import CalibratedGradientBalancing
 from keras_mtl.weighting.calibrated_pcgrad import CalibratedPCGrad
 from keras_mtl.weighting.conflict_free import ConFIG
 from keras_mtl.weighting.cr_mogm import CRMOGM

@@ -97,21 +97,3 @@ class CalibratedGradientBalancing(GradientWeighting):
     def get_config(self):
         return {**super().get_config(), "calibration_steps": self.calibration_steps}
 
-
-@keras_serializable
-class AutoWeighting(CalibratedGradientBalancing):
-    """The weighting to use when you do not want to choose: `"auto"`.
-
-    Today this is `CalibratedGradientBalancing` at the shared features
-    (`rep_grad=True`, `calibration_steps=100`): the equal-gradient-norm
-    target of GradNorm (Chen et al., ICML 2018) with weights measured over
-    the first steps and then held; chosen on the leaderboard
-    of `benchmarks/leaderboard.py` (see the README's "Which weighting should
-    I use?"). Saved models keep these settings in their config.
-
-    Example:
-
-    >>> weighting = AutoWeighting()
-    >>> weighting.rep_grad, weighting.calibration_steps
-    (True, 100)
-    """

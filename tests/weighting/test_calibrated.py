@@ -1,4 +1,4 @@
-"""Calibrated gradient balancing (and `"auto"`): hand-worked steps, the window, absent tasks."""
+"""Calibrated gradient balancing: hand-worked steps, the window, absent tasks, save and load."""
 
 import keras
 import numpy as np
@@ -52,18 +52,17 @@ def test_absent_task_keeps_its_calibration_and_gets_weight_zero(helpers):
     assert ops.convert_to_numpy(weighting.norm_count)[1] == 0.0
 
 
-def test_bad_window_and_auto_defaults():
+def test_bad_window_and_defaults():
     with pytest.raises(ValueError, match="calibration_steps"):
         weighting_lib.get("calibrated", calibration_steps=0)
-    auto = weighting_lib.get("auto")
-    assert isinstance(auto, weighting_lib.CalibratedGradientBalancing)
-    assert auto.rep_grad and auto.calibration_steps == 100
+    calibrated = weighting_lib.get("calibrated")
+    assert calibrated.rep_grad and calibrated.calibration_steps == 100
 
 
 def test_fit_calibrates_saves_and_restores(tmp_path, conv_trunk):
     model = keras_mtl.build_mtl([Classification("a", 3), Classification("b", 2)],
                                 trunk=conv_trunk(), weights=None, input_shape=(32, 32, 3),
-                                weighting="auto")
+                                weighting="calibrated")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (8, 32, 32, 3)).astype("uint8")
     targets = {"a": rng.integers(0, 3, 8).astype("int32"), "b": rng.integers(0, 2, 8).astype("int32")}
@@ -77,9 +76,9 @@ def test_fit_calibrates_saves_and_restores(tmp_path, conv_trunk):
     weights = ops.convert_to_numpy(model.weighting.current_weights())
     mean_norms = ops.convert_to_numpy(model.weighting.norm_sum) / counts
     np.testing.assert_allclose(weights * mean_norms, [mean_norms.mean()] * 2, rtol=1e-5)
-    path = str(tmp_path / "auto.keras")
+    path = str(tmp_path / "calibrated.keras")
     model.save(path)
     restored = keras.saving.load_model(path)
-    assert type(restored.weighting).__name__ == "AutoWeighting"
+    assert type(restored.weighting).__name__ == "CalibratedGradientBalancing"
     np.testing.assert_array_equal(ops.convert_to_numpy(restored.weighting.norm_sum),
                                   ops.convert_to_numpy(model.weighting.norm_sum))
