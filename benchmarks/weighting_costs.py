@@ -85,6 +85,15 @@ def load(paths):
     return runs, configs
 
 
+def _accepts(factory, **kwargs):
+    """Whether the weighting can be made so (`"auto"` fixes rep_grad=True)."""
+    try:
+        factory(**kwargs)
+    except ValueError:
+        return False
+    return True
+
+
 def rows(configs):
     """One dict per registered weighting: name, kind, rep_grad allowed, ratios, goals met."""
     from keras_mtl import weighting
@@ -100,6 +109,8 @@ def rows(configs):
             for kind, label in (("rep_grad", f"{name} (rep_grad)"),
                                 ("full", f"{name} (full grads)")):
                 row[kind] = configs.get(label)
+                if row[kind] is None and not _accepts(factory, rep_grad=kind == "rep_grad"):
+                    row[kind] = {"refused": f"{name} refuses rep_grad={kind == 'rep_grad'}"}
         else:
             row["rep_grad_allowed"] = None
             row["loss"] = configs.get(f"{name} (control)" if name == "equal" else name)
@@ -207,7 +218,7 @@ def markdown(runs, table):
                                  for m in (met_rep, met_full))
         ms = "; ".join(f"{1000 * r['median_cpu_s']:.0f} vs {1000 * r['equal_median_cpu_s']:.0f}"
                        for r in results if r and "median_cpu_s" in r)
-        run = next((r["run"] for r in results if r), "")
+        run = next((r["run"] for r in results if r and "run" in r), "")
         lines.append(f"| `{row['name']}` | {row['kind']} | {text} | {full} | {wall} | "
                      f"{wall_full} | {ms} | {verdict} | {run} |")
     lines += ["", summary(table), ""]
