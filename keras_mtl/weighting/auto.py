@@ -22,6 +22,10 @@ class AutoWeighting(FairGrad):
     trunk, as equal weighting does; `"fairgrad"` (the paper's setting, on
     the shared parameters) costs one per task.
 
+    The weights are in units of an inverse gradient norm, so the logged
+    total `loss` is large; adaptive optimizers (Adam, AdamW) ignore that
+    overall scale, while plain SGD sees it as a larger learning rate.
+
     Until 2026-11-28, `"auto"` was `CalibratedGradientBalancing`
     (`rep_grad=True`, `calibration_steps=100`; now `"calibrated"`). A model
     saved with that `"auto"` still loads: its config, which has
