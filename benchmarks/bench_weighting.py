@@ -61,8 +61,8 @@ class CpuClock:
 
 
 def _accepts(factory, kwargs):
-    """Whether the weighting can be made with `kwargs` (`"auto"` fixes rep_grad, some
-    methods refuse it): a refused setting is not a configuration to time."""
+    """Whether the weighting can be made with `kwargs` (`"upgrad"` refuses
+    rep_grad): a refused setting is not a configuration to time."""
     try:
         factory(**kwargs)
     except ValueError:

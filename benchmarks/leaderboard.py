@@ -6,13 +6,14 @@ JSONL file as each run ends, so a killed sweep resumes where it stopped):
     # screening: 96 px, 400 steps of 16 images, 3 cross-validation folds
     python benchmarks/leaderboard.py --stage screen
     # the recipe's budget (192 px, 1600 steps) for a few methods
-    python benchmarks/leaderboard.py --stage full --methods fairgrad calibrated equal
+    python benchmarks/leaderboard.py --stage full --methods calibrated fairgrad:rep_grad equal
     # the table and plot of what is in the file so far (no training)
     python benchmarks/leaderboard.py --stage screen --report-only
 
-Sweeps name the method that `"auto"` stands for (today `fairgrad`), not
-`auto`: the alias follows the evidence, and rows must keep meaning what they
-measured (the rows of the earlier `auto` are labelled `calibrated`).
+Sweeps name the method that `"auto"` stands for (today `calibrated`), not
+`auto`: the alias follows the evidence (it was `fairgrad:rep_grad` from
+2026-11-28 to 29), and rows must keep meaning what they measured (the rows
+of the earlier `auto` are labelled `calibrated`).
 
 Writes RESULTS (default benchmarks/results/leaderboard_<stage>.jsonl) and
 leaderboard_<stage>.md / .json / .png beside it. `--retry-failed` trains the

@@ -5,7 +5,7 @@ task's mean loss and the norm of its gradient at the shared features (P2..P5
 of the batch) and at the shared parameters, with their pairwise cosines
 (`keras_mtl.analysis.task_gradients`; the BatchNorm statistics are restored
 after each measurement). This is the measurement behind the `"calibrated"`
-weighting (the `"auto"` default until 2026-11-28).
+weighting (what `"auto"` stands for).
 
     python benchmarks/task_gradient_scales.py                       # Penn-Fudan, 96 px
     python benchmarks/task_gradient_scales.py --steps 0 100 250 --image-size 96

@@ -29,7 +29,7 @@ GOALS = {"loss": 1.05, "rep_grad": 1.2, "full": 1.6}
 PAPERS = {
     "adatask": "Yang et al., AAAI 2023",
     "aligned_mtl": "Senushkin et al., CVPR 2023",
-    "auto": "`fairgrad` with rep_grad (Ban, Ji, ICML 2024)",
+    "auto": "`calibrated` with rep_grad, 100 steps (this project)",
     "cagrad": "Liu et al., NeurIPS 2021",
     "calibrated": "this project (GradNorm's equal-norm target, held)",
     "calibrated_pcgrad": "this project: `calibrated`, then PCGrad (Yu et al., NeurIPS 2020)",
@@ -86,7 +86,7 @@ def load(paths):
 
 
 def _accepts(factory, **kwargs):
-    """Whether the weighting can be made so (`"auto"` fixes rep_grad=True)."""
+    """Whether the weighting can be made so (`"upgrad"` refuses rep_grad=True)."""
     try:
         factory(**kwargs)
     except ValueError:

@@ -18,10 +18,10 @@ def build_mtl(tasks, trunk="resnet50", weights="imagenet", input_shape=(224, 224
         weights: `"imagenet"`, `None` or a weights file path for the trunk.
         input_shape: `(H, W, 3)`, H and W multiples of 32.
         weighting: a weighting name, a `{task: weight}` dict, or a
-            `keras_mtl.weighting.Weighting`. The default `"auto"` is FairGrad
-            at the shared features (`keras_mtl.weighting.AutoWeighting`:
-            weights such that every task's first-order loss decrease is
-            the inverse of its weight); the README's leaderboard says why.
+            `keras_mtl.weighting.Weighting`. The default `"auto"` balances
+            the tasks' gradient norms at the shared features, measured over
+            the first 100 steps (`keras_mtl.weighting.AutoWeighting`); the
+            README's leaderboard says why.
         trainable_trunk: `False` freezes the trunk (BatchNorm in inference).
         name: model name.
         architecture: how trunk and heads are wired, a name of

@@ -8,12 +8,11 @@ One model, three tasks, trained from scratch on 136 photos, validated on 34
 - `campus`: which campus the photo is from, Fudan or Penn (from the file name).
 
 The defaults: the `small_resnet` trunk (3.6M parameters) at 192 px, 1600
-steps of 16 images, AdamW with a cosine decay, and the `"auto"` weighting
-(FairGrad at the shared features: at each step, weights that give every
-task a loss decrease in inverse proportion to its weight, whatever the size
-of its loss or gradient; with equal weights the detection gradient, 6-9x the
-mask gradient there, drives the shared trunk and the person masks lose most,
-which used to be fixed by a hand-set `person=8`). `--weighting
+steps of 16 images, AdamW with a cosine decay, and the `"auto"` weighting:
+each task's gradient at the shared features is scaled by the inverse of its
+norm over the first 100 steps (with equal weights the detection gradient,
+6-9x the mask gradient there, drives the shared trunk and the person masks
+lose most; this used to be fixed by a hand-set `person=8`). `--weighting
 NAME` or `--task-weights TASK=W ...` choose otherwise; `--architecture mtan`
 gives each task its own attention over the shared features.
 

@@ -61,10 +61,10 @@ def test_merged_table_has_every_registered_weighting_and_issue_21_goals(tmp_path
     assert ("| `mgda` | gradient | 1.10x | 1.70x | 2.20x | 3.40x | 110 vs 100; 170 vs 100 | "
             "yes / no | A.json |") in md
     assert "| `pcgrad` | gradient | n/a | 1.50x | n/a | 3.00x | 150 vs 100 | - / yes | B.json |" in md
-    # A setting the weighting refuses is "n/a" even when never run: UPGrad refuses rep_grad,
-    # "auto" (FairGrad with fixed settings) refuses the full parameter gradients.
+    # A setting the weighting refuses is "n/a" even when never run (UPGrad refuses rep_grad);
+    # one it accepts but no run timed is "not run".
     assert "| `upgrad` | gradient | n/a | error |" in md
-    assert "| `auto` | gradient | not run | n/a |" in md
+    assert "| `auto` | gradient | not run | not run |" in md
     assert "| `dwa` | loss | not run |" in md
     assert "load average 2.0 to 5.0" not in md and "3.0 to 5.0" in md
     assert ("Goals met (CPU-time ratios): loss-based (<= 1.05x): 1 of 2 meet the goal; missed by "

@@ -82,7 +82,6 @@ def test_single_task_gives_its_own_gradient(name):
         "nash_mtl": 1.0 / 3.0,  # a = 1 / ||g||: the unit gradient
         "db_mtl": 0.1,  # the moving average after one step: (1 - 0.9) g
         "fairgrad": 1.0 / 3.0,  # alpha = 1: w = 1 / ||g||, the unit gradient
-        "auto": 1.0 / 3.0,  # FairGrad with alpha = 1
         "moco": 0.5 / 3.0,  # y = beta_1 L g / ||g|| with beta_1 = 0.5, L = 1
     }.get(name, 1.0)
     expected = scale * grad[0]
