@@ -52,6 +52,7 @@ import traceback
 import keras
 
 from keras_mtl.builders import build_mtl, build_single_task
+from keras_mtl.callbacks.weight_trace import TaskWeightTrace
 from keras_mtl.evaluation.compare import (DEFAULT_DELTA_METRICS, _fresh, _kind, select_tasks,
                                           train_and_evaluate)
 from keras_mtl.evaluation.confidence import mean_confidence_interval, standard_deviation
@@ -171,11 +172,15 @@ def _key(kind, label, seed):
 
 # --- one run ---------------------------------------------------------------------------
 def _train_one(build, train, validation, steps, optimizer, jit_compile, class_names, name):
+    """Trains and evaluates one model: `(metrics, train seconds, weight trace)`.
+
+    The trace is `[[step, {task: weight}], ...]` at 9 steps (`TaskWeightTrace`)."""
     model = build()
+    trace = TaskWeightTrace(total_steps=steps)
     result = train_and_evaluate(model, train, validation, epochs=1, steps_per_epoch=steps,
                                 optimizer=optimizer, jit_compile=jit_compile,
-                                class_names=class_names, name=name)
-    return result.metrics, result.train_seconds
+                                class_names=class_names, name=name, callbacks=[trace])
+    return result.metrics, result.train_seconds, [[step, w] for step, w in trace.trace]
 
 
 def _clear():
@@ -530,9 +535,11 @@ def run_leaderboard(data_factory, methods, seeds, steps, results_path, trunk="sm
                                      weighting=method.build_weighting(task_names),
                                      architecture=method.architecture)
                 train, validation = data.train, data.validation
-            metrics, seconds = _train_one(build, train, validation, run_steps, optimizer,
-                                          jit_compile, data.class_names, f"{kind}_{label}")
+            metrics, seconds, trace = _train_one(build, train, validation, run_steps, optimizer,
+                                                 jit_compile, data.class_names, f"{kind}_{label}")
             row.update(status="ok", metrics=metrics, train_seconds=seconds)
+            if kind != SINGLE:
+                row["weights_trace"] = trace  # the task weights at 9 steps of the run
         except Exception as error:  # recorded, and the sweep goes on
             row.update(status="failed", error=f"{type(error).__name__}: {error}",
                        traceback=traceback.format_exc(limit=8)[-4000:],
