@@ -51,6 +51,14 @@ SCREEN_METHODS = [
     "graddrop:rep_grad", "nash_mtl", "upgrad", "cagrad", "pcgrad", "gradvac", "gradnorm",
     "calibrated:rep_grad=false", "equal@mtan", "calibrated@mtan", "fairgrad", "fairgrad:rep_grad",
 ]
+# What `"auto"` stands for (`keras_mtl.weighting.AutoWeighting`); the goals are checked on it.
+DEFAULT_METHOD = "calibrated"
+# Issue 17's goals for the recipe's budget (the full stage); the screen gets the relative ones.
+GOALS = dict(min_delta_m=2.0, min_seeds=3, worst_task_delta=-2.0,
+             beat=["equal", "static:person=8"])
+FULL_STAGE_GOALS = dict(metric_floors={("person", "iou_person"): 0.67,
+                                       ("pedestrians", "map50"): 0.80},
+                        max_train_minutes=30)
 STAGES = {
     "screen": dict(image_size=96, batch_size=16, steps=400, seeds=[0, 1, 2],
                    methods=SCREEN_METHODS),
@@ -129,8 +137,28 @@ def main(argv=None):
     except ValueError as exception:
         raise SystemExit(f"--paired-with: {exception}") from exception
     print(board.markdown(reference=args.paired_with))
+    goals = goals_report(board, args.stage)
+    if goals:
+        with open(paths["markdown"], "a") as file:
+            file.write("\n" + goals + "\n")
+        print("\n" + goals)
     print(f"written: {', '.join(paths.values())}")
     return board
+
+
+def goals_report(board, stage):
+    """Issue 17's goals for `DEFAULT_METHOD`, as Markdown ("" when it was not run)."""
+    from keras_mtl.evaluation.leaderboard_goals import check_goals, goals_markdown
+
+    if DEFAULT_METHOD not in board.labels:
+        return ""
+    settings = dict(GOALS, **(FULL_STAGE_GOALS if stage == "full" else {}))
+    settings["beat"] = [label for label in settings["beat"] if label in board.labels]
+    text = goals_markdown(DEFAULT_METHOD, check_goals(board, DEFAULT_METHOD, **settings))
+    if stage != "full":
+        text += ("\n\n(The goals are set for the recipe's budget, `--stage full`; the "
+                 "person IoU, mAP@.5 and time goals are checked there only.)")
+    return text
 
 
 if __name__ == "__main__":
