@@ -2,6 +2,7 @@
 
 from keras_mtl.tasks.task import keras_serializable
 from keras_mtl.weighting.calibrated import CalibratedGradientBalancing
+from keras_mtl.weighting.fairgrad import FairGrad
 
 
 @keras_serializable
@@ -22,7 +23,9 @@ class AutoWeighting(CalibratedGradientBalancing):
     From 2026-11-28 to 29 `"auto"` was FairGrad at the shared features
     (`"fairgrad"` with `rep_grad=True`): it led the short screening runs but
     trailed this method at the full budget over 3 seeds, so `"auto"` went
-    back. Saved models keep their settings in their config.
+    back. A model saved in those days still loads with the weighting it was
+    trained with: its config, which has FairGrad's `alpha`, is restored as
+    `FairGrad`.
 
     Args:
         calibration_steps: labelled steps per task over which its gradient
@@ -39,3 +42,9 @@ class AutoWeighting(CalibratedGradientBalancing):
 
     def __init__(self, calibration_steps=100, rep_grad=True, **kwargs):
         super().__init__(calibration_steps=calibration_steps, rep_grad=rep_grad, **kwargs)
+
+    @classmethod
+    def from_config(cls, config):
+        if "alpha" in config:  # saved when "auto" was FairGrad (2026-11-28 to 29)
+            return FairGrad.from_config(config)
+        return super().from_config(config)

@@ -1,10 +1,12 @@
-"""`"auto"`: calibrated gradient balancing at the shared features; fit, save and load."""
+"""`"auto"`: calibrated gradient balancing at the shared features; fit, save and load; models
+saved when it was FairGrad still load."""
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_mtl import weighting as weighting_lib
+from keras_mtl.tasks import Classification
 
 
 def test_auto_is_calibrated_balancing_at_the_shared_features(helpers):
@@ -36,3 +38,18 @@ def test_fit_with_auto_saves_and_loads_its_calibration(tmp_path, conv_trunk, hel
     assert type(restored.weighting) is weighting_lib.AutoWeighting
     np.testing.assert_array_equal(ops.convert_to_numpy(restored.weighting.norm_sum),
                                   ops.convert_to_numpy(model.weighting.norm_sum))
+
+
+def test_a_config_saved_when_auto_was_fairgrad_loads_as_fairgrad(helpers):
+    # From 2026-11-28 to 29 "auto" was FairGrad at the features; its saved config had alpha.
+    earlier = weighting_lib.get("fairgrad", rep_grad=True)
+    serialized = keras.saving.serialize_keras_object(earlier)
+    serialized["registered_name"] = "keras_mtl>AutoWeighting"
+    serialized["class_name"] = "AutoWeighting"
+    loaded = keras.saving.deserialize_keras_object(serialized)
+    assert type(loaded) is weighting_lib.FairGrad
+    assert (loaded.alpha, loaded.rep_grad) == (1.0, True)
+    loaded.set_tasks([Classification("a", 2), Classification("b", 2)])
+    # Orthogonal gradients (1, 0) and (0, 2): G w = 1 / w gives w = (1, 1/2).
+    _, weights = helpers.step(loaded, [[1.0, 0.0], [0.0, 2.0]])
+    np.testing.assert_allclose(weights, [1.0, 0.5], rtol=1e-4)
