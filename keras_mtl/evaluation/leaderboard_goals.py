@@ -37,7 +37,8 @@ def check_goals(board, method, min_delta_m=2.0, min_seeds=3, worst_task_delta=-2
             the seeds (a metric that enters delta-m).
         max_train_minutes: the most minutes of training per run (the mean).
         beat: labels of methods whose delta-m the method must exceed (the
-            mean of the per-seed differences, on the seeds both have).
+            mean of the per-seed differences, on the seeds both have, at
+            least `min_seeds` of them).
 
     Returns:
         A list of `GoalCheck`.
@@ -92,8 +93,9 @@ def check_goals(board, method, min_delta_m=2.0, min_seeds=3, worst_task_delta=-2
         mean, low, high, n = (board.paired_difference(method, other)
                               if other in board.labels else (math.nan,) * 3 + (0,))
         checks.append(GoalCheck(
-            f"beats `{other}` on delta-m (mean of the paired differences)",
-            None if not n else mean > 0.0,
+            f"beats `{other}` on delta-m (mean of the paired differences over >= {min_seeds} "
+            "seeds)",
+            None if n < min_seeds else mean > 0.0,
             f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] over {n} seeds" if n else
             f"`{other}` has no seed in common"))
     return checks

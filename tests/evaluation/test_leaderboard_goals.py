@@ -53,8 +53,10 @@ def test_every_goal_against_hand_worked_rows():
 
 
 def test_too_few_seeds_is_not_yet_known_and_a_wide_interval_is_not_met():
-    two = _board({"auto": [(0.6, 0.5), (0.6, 0.5)]}, seeds=(0, 1))
-    assert check_goals(two, "auto")[0].met is None
+    two = _board({"auto": [(0.6, 0.5), (0.6, 0.5)], "equal": [(0.5, 0.5)] * 2}, seeds=(0, 1))
+    checks = check_goals(two, "auto", beat=["equal"])
+    assert checks[0].met is None  # delta-m: 2 seeds of 3
+    assert checks[-1].met is None and "over 2 seeds" in checks[-1].measured  # ahead, but 2 seeds
     noisy = _board({"auto": [(0.9, 0.5), (0.5, 0.5), (0.45, 0.5)]})  # delta-m 40, 0, -5
     first = check_goals(noisy, "auto")[0]
     assert first.met is False and "over 3 seeds" in first.measured
