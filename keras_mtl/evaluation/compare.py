@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from keras_mtl.evaluation.delta_m import delta_m_per_task
 from keras_mtl.evaluation.efficiency import count_params
+from keras_mtl.training.schedules import trunk_learning_rate
 
 
 # --- evaluation --------------------------------------------------------------------------
@@ -256,7 +257,7 @@ def _batch_size(dataset):
 
 def train_and_evaluate(model, train_data, validation_data, epochs=1, steps_per_epoch=None,
                        optimizer=None, jit_compile=False, verbose=0, callbacks=None,
-                       class_names=None, name=None):
+                       class_names=None, name=None, trunk_lr=1.0):
     """Compiles, fits and evaluates one model; times the training.
 
     Args:
@@ -271,6 +272,9 @@ def train_and_evaluate(model, train_data, validation_data, epochs=1, steps_per_e
         callbacks: extra `fit` callbacks.
         class_names: see `evaluate_tasks`.
         name: the run's name (default the model's).
+        trunk_lr: the trunk's learning rate as a multiple of the heads'; any
+            value but 1 compiles with a `trunk_optimizer`
+            (`keras_mtl.training.trunk_learning_rate`).
 
     Returns:
         A `RunResult`.
@@ -283,7 +287,10 @@ def train_and_evaluate(model, train_data, validation_data, epochs=1, steps_per_e
         steps = cardinality
     total_steps = epochs * steps
     make_optimizer = optimizer or default_optimizer
-    model.compile(optimizer=make_optimizer(total_steps), jit_compile=jit_compile)
+    controls = {}
+    if float(trunk_lr) != 1.0:
+        controls["trunk_optimizer"] = trunk_learning_rate(make_optimizer(total_steps), trunk_lr)
+    model.compile(optimizer=make_optimizer(total_steps), jit_compile=jit_compile, **controls)
     timer = TrainTimer()
     history = model.fit(train_data, validation_data=validation_data, epochs=epochs,
                         steps_per_epoch=steps_per_epoch, verbose=verbose,

@@ -171,7 +171,8 @@ def _key(kind, label, seed):
 
 
 # --- one run ---------------------------------------------------------------------------
-def _train_one(build, train, validation, steps, optimizer, jit_compile, class_names, name):
+def _train_one(build, train, validation, steps, optimizer, jit_compile, class_names, name,
+               trunk_lr=1.0):
     """Trains and evaluates one model: `(metrics, train seconds, weight trace)`.
 
     The trace is `[[step, {task: weight}], ...]` at 9 steps (`TaskWeightTrace`)."""
@@ -179,7 +180,8 @@ def _train_one(build, train, validation, steps, optimizer, jit_compile, class_na
     trace = TaskWeightTrace(total_steps=steps)
     result = train_and_evaluate(model, train, validation, epochs=1, steps_per_epoch=steps,
                                 optimizer=optimizer, jit_compile=jit_compile,
-                                class_names=class_names, name=name, callbacks=[trace])
+                                class_names=class_names, name=name, callbacks=[trace],
+                                trunk_lr=trunk_lr)
     return result.metrics, result.train_seconds, [[step, w] for step, w in trace.trace]
 
 
@@ -535,8 +537,9 @@ def run_leaderboard(data_factory, methods, seeds, steps, results_path, trunk="sm
                                      weighting=method.build_weighting(task_names),
                                      architecture=method.architecture)
                 train, validation = data.train, data.validation
-            metrics, seconds, trace = _train_one(build, train, validation, run_steps, optimizer,
-                                                 jit_compile, data.class_names, f"{kind}_{label}")
+            metrics, seconds, trace = _train_one(
+                build, train, validation, run_steps, optimizer, jit_compile, data.class_names,
+                f"{kind}_{label}", trunk_lr=1.0 if kind == SINGLE else by_label[label].trunk_lr)
             row.update(status="ok", metrics=metrics, train_seconds=seconds)
             if kind != SINGLE:
                 row["weights_trace"] = trace  # the task weights at 9 steps of the run

@@ -7,18 +7,26 @@ A method is written as a string, `NAME[:OPTION,OPTION...][@ARCHITECTURE]`:
 - `"imtl:rep_grad"`: a gradient method on the shared features;
 - `"famo:learning_rate=0.01"`: keyword arguments of the weighting;
 - `"static:person=8"`: static task weights (tasks not named get 1);
-- `"equal@mtan"`: another architecture (`keras_mtl.architectures.names()`).
+- `"equal@mtan"`: another architecture (`keras_mtl.architectures.names()`);
+- `"calibrated:trunk_lr=1.73"`: the reserved option `trunk_lr` is not a
+  weighting argument but the factor of the shared trunk's learning rate
+  over the heads' (`keras_mtl.training.trunk_learning_rate`; default 1).
 
 Example:
 
 >>> method = parse_method("imtl:rep_grad@mtan")
 >>> method.label, method.weighting, method.options, method.architecture
 ('imtl:rep_grad@mtan', 'imtl', {'rep_grad': True}, 'mtan')
+>>> parse_method("calibrated:trunk_lr=2").trunk_lr
+2.0
 """
 
 import dataclasses
 
 from keras_mtl import architectures, weighting as weighting_lib
+
+
+TRUNK_LR_OPTION = "trunk_lr"  # a method option that is not the weighting's
 
 
 def _parse_value(text):
@@ -44,12 +52,15 @@ class Method:
         options: keyword arguments of the weighting (for `"static"`: the
             task weights).
         architecture: a registered architecture name.
+        trunk_lr: the trunk's learning rate as a multiple of the heads'
+            (float > 0; 1 = one optimizer for all).
     """
 
     label: str
     weighting: object = "equal"
     options: dict = dataclasses.field(default_factory=dict)
     architecture: str = "hps"
+    trunk_lr: float = 1.0
 
     def build_weighting(self, task_names):
         """A fresh `Weighting` for a model with tasks `task_names`."""
@@ -68,6 +79,8 @@ class Method:
     def check(self, task_names):
         """Raises a `ValueError` naming this method if it cannot be built."""
         try:
+            if not float(self.trunk_lr) > 0:
+                raise ValueError(f"trunk_lr must be > 0, got {self.trunk_lr!r}")
             self.build_weighting(task_names)
             if self.architecture not in architectures.names():
                 raise ValueError(f"unknown architecture '{self.architecture}'; valid names: "
@@ -102,5 +115,9 @@ def parse_method(spec):
     for item in filter(None, (part.strip() for part in option_text.split(","))):
         key, equals, value = item.partition("=")
         options[key.strip()] = _parse_value(value.strip()) if equals else True
+    trunk_lr = options.pop(TRUNK_LR_OPTION, 1.0)
+    if isinstance(trunk_lr, bool) or not isinstance(trunk_lr, (int, float)):
+        raise ValueError(f"Method '{label}': {TRUNK_LR_OPTION} must be a number (the trunk's "
+                         f"learning rate over the heads'), got {trunk_lr!r}.")
     return Method(label=label, weighting=name.strip(), options=options,
-                  architecture=architecture.strip() or "hps")
+                  architecture=architecture.strip() or "hps", trunk_lr=float(trunk_lr))

@@ -9,6 +9,7 @@ import keras
 import pytest
 import tensorflow as tf
 
+import keras_mtl
 from keras_mtl import cli
 from keras_mtl.data import shapes
 from keras_mtl.evaluation import leaderboard as lb
@@ -57,6 +58,16 @@ def test_parse_method_strings():
     assert parse_method("imtl:rep_grad").build_weighting(["a", "b"]).rep_grad
     with pytest.raises(ValueError, match="non-empty"):
         parse_method("  ")
+
+
+def test_trunk_lr_option_is_the_methods_not_the_weightings():
+    method = parse_method("calibrated:rep_grad,trunk_lr=1.5")
+    assert method.trunk_lr == 1.5 and method.options == {"rep_grad": True}
+    assert parse_method("equal").trunk_lr == 1.0
+    with pytest.raises(ValueError, match="equal:trunk_lr=fast.*must be a number"):
+        parse_method("equal:trunk_lr=fast")
+    with pytest.raises(ValueError, match="'slow'.*trunk_lr must be > 0"):
+        Method(label="slow", trunk_lr=0.0).check(["a", "b"])
 
 
 def test_static_method_fills_unnamed_tasks_with_one_and_rejects_unknown_tasks():
@@ -258,6 +269,31 @@ def test_sweep_records_failures_appends_rows_and_resumes_without_training(tmp_pa
     lb.run_leaderboard(_tiny_factory(), ["equal"], seeds=[0], steps=3, results_path=path,
                        trunk="micro_resnet", progress=None)
     assert trained == ["single_label", "single_mask", "multi_equal"]
+
+
+def test_a_methods_trunk_lr_reaches_its_runs_and_not_the_baselines(tmp_path, monkeypatch):
+    given = {}
+
+    def record(*args, trunk_lr=1.0):
+        given[args[-1]] = trunk_lr
+        raise RuntimeError("not trained here")
+
+    monkeypatch.setattr(lb, "_train_one", record)
+    lb.run_leaderboard(_tiny_factory(), ["equal:trunk_lr=2"], seeds=[0], steps=1,
+                       results_path=str(tmp_path / "sweep.jsonl"), progress=None)
+    assert given == {"single_label": 1.0, "single_mask": 1.0, "multi_equal:trunk_lr=2": 2.0}
+
+
+def test_train_and_evaluate_gives_the_trunk_its_own_learning_rate():
+    from keras_mtl.evaluation.compare import train_and_evaluate
+
+    data = _tiny_factory()(0)
+    model = keras_mtl.build_mtl(data.tasks, trunk="micro_resnet",
+                                weights=None, input_shape=(32, 32, 3))
+    train_and_evaluate(model, data.train, None, steps_per_epoch=1, trunk_lr=2.5,
+                       optimizer=lambda steps: keras.optimizers.SGD(0.01))
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+    assert float(model.trunk_optimizer.learning_rate) == pytest.approx(0.025)
 
 
 def test_bad_input_is_refused_before_any_training(tmp_path):
