@@ -12,6 +12,12 @@ JSONL file as each run ends, so a killed sweep resumes where it stopped):
     # (fairgrad:rep_grad led the screen and trailed there); whether this stage ranks
     # methods as the full budget does is to be measured first, on those two methods.
     python benchmarks/leaderboard.py --stage long
+    # a method option that is not the weighting's: the trunk at 1.732x the heads' rate
+    python benchmarks/leaderboard.py --stage full --methods calibrated:trunk_lr=1.732
+    # bigger person-mask heads (its single-task baselines retrained): another sweep, so
+    # another file (the campus and pedestrians baselines, the same runs, were copied in)
+    python benchmarks/leaderboard.py --stage full --methods calibrated \
+        --segmentation-head-convs 2 --results benchmarks/results/leaderboard_full_head_convs2.jsonl
     # the table and plot of what is in the file so far (no training)
     python benchmarks/leaderboard.py --stage screen --report-only
 
