@@ -203,6 +203,7 @@ class MethodSummary:
     delta_m_low: float
     delta_m_high: float
     per_task_delta: dict  # {task: mean relative change in percent}
+    per_task_interval: dict  # {task: (low, high)}, the confidence interval of that mean
     metrics: dict  # {task: {metric: (mean, std)}}
     time_ratio: float
     errors: list
@@ -273,6 +274,8 @@ class Leaderboard:
             label=label, seeds=seeds, failed=[r["seed"] for r in failed], delta_m=deltas,
             delta_m_mean=mean, delta_m_low=low, delta_m_high=high,
             per_task_delta={t: _mean(v) for t, v in per_task.items()},
+            per_task_interval={t: mean_confidence_interval(v, self.confidence)[1:]
+                               for t, v in per_task.items()},
             metrics={t: {m: (_mean(v), standard_deviation(v)) for m, v in ms.items()}
                      for t, ms in metric_values.items()},
             time_ratio=_mean(ratios), errors=[r.get("error", "") for r in failed])

@@ -43,13 +43,14 @@ def test_every_goal_against_hand_worked_rows():
     assert verdicts == [("delta-m", True), ("no", False), ("a", True), ("b", False),
                         ("<=", True), ("beats", True), ("beats", None)]
     assert checks[0].measured.startswith("+3.83% [")
-    assert checks[1].measured == "a +10.0%, b -2.3%"  # b's mean change is below -2 %
+    # b's mean change is below -2 %; its interval: -2.33 -+ 4.303 * 1.155 / sqrt(3) = -2.33 -+ 2.87.
+    assert checks[1].measured == "a +10.0% [+10.0, +10.0], b -2.3% [-5.2, +0.5]"
     assert checks[3].measured == "0.488"
     assert checks[4].measured.startswith("30.0 min")  # (20 + 30 + 40) / 3 minutes
     assert checks[5].measured.startswith("+3.83 [")
     text = goals_markdown("auto", checks)
     assert "- delta-m >= +2.00% over >= 3 seeds, 95% CI lower bound >= 0: **met**" in text
-    assert "**NOT met** (a +10.0%, b -2.3%)" in text and "**not yet known**" in text
+    assert "**NOT met** (a +10.0% [+10.0, +10.0], b -2.3% [-5.2, +0.5])" in text and "**not yet known**" in text
 
 
 def test_too_few_seeds_is_not_yet_known_and_a_wide_interval_is_not_met():
@@ -57,6 +58,8 @@ def test_too_few_seeds_is_not_yet_known_and_a_wide_interval_is_not_met():
     checks = check_goals(two, "auto", beat=["equal"])
     assert checks[0].met is None  # delta-m: 2 seeds of 3
     assert checks[-1].met is None and "over 2 seeds" in checks[-1].measured  # ahead, but 2 seeds
+    one = check_goals(_board({"auto": [(0.6, 0.45)]}, seeds=(0,)), "auto")
+    assert one[1].measured == "a +20.0%, b -10.0%"  # one seed: no interval to show
     noisy = _board({"auto": [(0.9, 0.5), (0.5, 0.5), (0.45, 0.5)]})  # delta-m 40, 0, -5
     first = check_goals(noisy, "auto")[0]
     assert first.met is False and "over 3 seeds" in first.measured
