@@ -72,7 +72,7 @@ def check_goals(board, method, min_delta_m=2.0, min_seeds=3, worst_task_delta=-2
     checks.append(GoalCheck(
         f"no task more than {-worst_task_delta:.0f}% below its single-task value",
         None if worst is None else per_task[worst] >= worst_task_delta,
-        ", ".join(_task_change(task, value, summary.per_task_interval.get(task))
+        ", ".join(_task_change(task, value, *summary.per_task_interval[task])
                   for task, value in per_task.items()) or "no seed"))
     for (task, metric), floor in (metric_floors or {}).items():
         mean = summary.metrics.get(task, {}).get(metric, (math.nan,))[0]
@@ -102,9 +102,8 @@ def check_goals(board, method, min_delta_m=2.0, min_seeds=3, worst_task_delta=-2
     return checks
 
 
-def _task_change(task, mean, interval):
+def _task_change(task, mean, low, high):
     """`"person -3.5% [-9.6, +2.6]"`: a task's mean change and its interval when it has one."""
-    low, high = interval if interval else (math.nan, math.nan)
     bounds = f" [{low:+.1f}, {high:+.1f}]" if math.isfinite(low) and math.isfinite(high) else ""
     return f"{task} {mean:+.1f}%{bounds}"
 
