@@ -1,11 +1,11 @@
 """Record the task weights a weighting used, at a few steps of training."""
 
-import math
-
 import keras
 
+from keras_mtl.callbacks.step_points import StepPointsCallback
 
-class TaskWeightTrace(keras.callbacks.Callback):
+
+class TaskWeightTrace(StepPointsCallback):
     """Keeps the `weight/<task>` values of a `MultiTaskModel` at chosen steps.
 
     A multi-task model logs the weights of its last step as `weight/<task>`;
@@ -31,29 +31,15 @@ class TaskWeightTrace(keras.callbacks.Callback):
     """
 
     def __init__(self, total_steps, points=9):
-        super().__init__()
-        if int(total_steps) < 1 or int(points) < 1:
-            raise ValueError(f"TaskWeightTrace needs total_steps >= 1 and points >= 1; got "
-                             f"total_steps={total_steps}, points={points}.")
-        total_steps, points = int(total_steps), min(int(points), int(total_steps))
-        self.steps = sorted({math.ceil(total_steps * (i + 1) / points) for i in range(points)})
+        super().__init__(total_steps, points)
         self.trace = []
-        self._next = 0  # index in self.steps of the next step to record
 
     def on_train_begin(self, logs=None):
-        self.trace, self._next = [], 0
+        super().on_train_begin(logs)
+        self.trace = []
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self._next >= len(self.steps):
-            return
-        # The optimizer's count, not the batch index: with steps_per_execution = k the
-        # callback runs every k steps, and a target step between two calls is recorded late.
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step < self.steps[self._next]:
-            return
-        while self._next < len(self.steps) and self.steps[self._next] <= step:
-            self._next += 1
+    def record(self, step, logs):
         weights = {key[len("weight/"):]: float(keras.ops.convert_to_numpy(value))
-                   for key, value in (logs or {}).items() if key.startswith("weight/")}
+                   for key, value in logs.items() if key.startswith("weight/")}
         if weights:
             self.trace.append((step, weights))

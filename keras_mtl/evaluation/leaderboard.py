@@ -52,6 +52,7 @@ import traceback
 import keras
 
 from keras_mtl.builders import build_mtl, build_single_task
+from keras_mtl.callbacks.loss_curve import TaskLossCurve
 from keras_mtl.callbacks.weight_trace import TaskWeightTrace
 from keras_mtl.evaluation.compare import (DEFAULT_DELTA_METRICS, _fresh, _kind, select_tasks,
                                           train_and_evaluate)
@@ -173,16 +174,20 @@ def _key(kind, label, seed):
 # --- one run ---------------------------------------------------------------------------
 def _train_one(build, train, validation, steps, optimizer, jit_compile, class_names, name,
                trunk_lr=1.0):
-    """Trains and evaluates one model: `(metrics, train seconds, weight trace)`.
+    """Trains and evaluates one model: `(metrics, train seconds, weight trace, loss curve)`.
 
-    The trace is `[[step, {task: weight}], ...]` at 9 steps (`TaskWeightTrace`)."""
+    The trace is `[[step, {task: weight}], ...]` at 9 steps (`TaskWeightTrace`);
+    the curve `[[step, {task: mean training loss since the previous point}], ...]`
+    at the same steps (`TaskLossCurve`)."""
     model = build()
     trace = TaskWeightTrace(total_steps=steps)
+    curve = TaskLossCurve(total_steps=steps)
     result = train_and_evaluate(model, train, validation, epochs=1, steps_per_epoch=steps,
                                 optimizer=optimizer, jit_compile=jit_compile,
-                                class_names=class_names, name=name, callbacks=[trace],
+                                class_names=class_names, name=name, callbacks=[trace, curve],
                                 trunk_lr=trunk_lr)
-    return result.metrics, result.train_seconds, [[step, w] for step, w in trace.trace]
+    return (result.metrics, result.train_seconds, [[step, w] for step, w in trace.trace],
+            [[step, losses] for step, losses in curve.curve])
 
 
 def _clear():
@@ -540,10 +545,10 @@ def run_leaderboard(data_factory, methods, seeds, steps, results_path, trunk="sm
                                      weighting=method.build_weighting(task_names),
                                      architecture=method.architecture)
                 train, validation = data.train, data.validation
-            metrics, seconds, trace = _train_one(
+            metrics, seconds, trace, curve = _train_one(
                 build, train, validation, run_steps, optimizer, jit_compile, data.class_names,
                 f"{kind}_{label}", trunk_lr=1.0 if kind == SINGLE else by_label[label].trunk_lr)
-            row.update(status="ok", metrics=metrics, train_seconds=seconds)
+            row.update(status="ok", metrics=metrics, train_seconds=seconds, loss_curve=curve)
             if kind != SINGLE:
                 row["weights_trace"] = trace  # the task weights at 9 steps of the run
         except Exception as error:  # recorded, and the sweep goes on

@@ -247,6 +247,12 @@ def test_sweep_records_failures_appends_rows_and_resumes_without_training(tmp_pa
     assert rows[2]["weights_trace"] == [[1, {"label": 1.0, "mask": 1.0}],
                                         [2, {"label": 1.0, "mask": 1.0}]]
     assert "weights_trace" not in rows[0]
+    # Every finished run keeps its per-task training-loss curve (TaskLossCurve), baselines too.
+    assert [[step, sorted(losses)] for step, losses in rows[0]["loss_curve"]] == [
+        [1, ["label"]], [2, ["label"]]]
+    assert [[step, sorted(losses)] for step, losses in rows[2]["loss_curve"]] == [
+        [1, ["label", "mask"]], [2, ["label", "mask"]]]
+    assert all(math.isfinite(loss) for _, losses in rows[2]["loss_curve"] for loss in losses.values())
     table = board.markdown()
 
     trained = []
