@@ -152,9 +152,7 @@ def main(argv=None):
         raise SystemExit(f"--paired-with: {exception}") from exception
     print(board.markdown(reference=args.paired_with))
     fit = training_loss_markdown(board.rows, board.labels, board.tasks)
-    if fit:
-        with open(paths["markdown"], "a") as file:
-            file.write("\n" + fit + "\n")
+    if fit:  # write_report put it in the .md too
         print("\n" + fit)
     goals = goals_report(board, args.stage)
     if goals:

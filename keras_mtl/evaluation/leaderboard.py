@@ -58,6 +58,7 @@ from keras_mtl.evaluation.compare import (DEFAULT_DELTA_METRICS, _fresh, _kind, 
                                           train_and_evaluate)
 from keras_mtl.evaluation.confidence import mean_confidence_interval, standard_deviation
 from keras_mtl.evaluation.delta_m import delta_m_per_task
+from keras_mtl.evaluation.training_loss import training_loss_markdown
 from keras_mtl.evaluation.methods import Method, parse_method
 
 SINGLE, MULTI, SAME_COMPUTE = "single", "multi", "same_compute"
@@ -652,6 +653,10 @@ def leaderboard_from_file(results_path, methods=None, seeds=None, fingerprint=No
 def write_report(leaderboard, output_dir, name="leaderboard", reference=None):
     """Writes `NAME.md` (the table), `NAME.json` (the summaries) and `NAME.png`.
 
+    Where the rows have training-loss curves, the Markdown also gets the
+    table of each method's final training loss per task against single-task
+    (`keras_mtl.evaluation.training_loss`).
+
     `reference` names the method of the table's paired column
     (`Leaderboard.markdown`; default `"equal"` when it was run).
 
@@ -663,8 +668,9 @@ def write_report(leaderboard, output_dir, name="leaderboard", reference=None):
     os.makedirs(output_dir, exist_ok=True)
     paths = {"markdown": os.path.join(output_dir, f"{name}.md"),
              "json": os.path.join(output_dir, f"{name}.json")}
+    fit = training_loss_markdown(leaderboard.rows, leaderboard.labels, leaderboard.tasks)
     with open(paths["markdown"], "w") as file:
-        file.write(table + "\n")
+        file.write(table + "\n" + (f"\n{fit}\n" if fit else ""))
     with open(paths["json"], "w") as file:
         json.dump(leaderboard.to_dict(), file, indent=1, default=float)
     from keras_mtl.plotting import plot_leaderboard

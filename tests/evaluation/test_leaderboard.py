@@ -254,6 +254,10 @@ def test_sweep_records_failures_appends_rows_and_resumes_without_training(tmp_pa
         [1, ["label", "mask"]], [2, ["label", "mask"]]]
     assert all(math.isfinite(loss) for _, losses in rows[2]["loss_curve"] for loss in losses.values())
     table = board.markdown()
+    # The report's Markdown adds the final training loss per task against single-task.
+    report = lb.write_report(board, str(tmp_path), "sweep")["markdown"]
+    with open(report) as file:
+        assert "| `equal` | " in file.read().split("Final training loss")[1]
 
     trained = []
 
