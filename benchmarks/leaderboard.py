@@ -122,7 +122,6 @@ def main(argv=None):
 
     from keras_mtl.data import pennfudan
     from keras_mtl.evaluation import leaderboard as lb
-    from keras_mtl.evaluation.training_loss import training_loss_markdown
 
     output_dir = os.path.dirname(os.path.abspath(args.results))
     name = os.path.splitext(os.path.basename(args.results))[0]
@@ -150,10 +149,7 @@ def main(argv=None):
         paths = lb.write_report(board, output_dir, name, reference=args.paired_with)
     except ValueError as exception:
         raise SystemExit(f"--paired-with: {exception}") from exception
-    print(board.markdown(reference=args.paired_with))
-    fit = training_loss_markdown(board.rows, board.labels, board.tasks)
-    if fit:  # write_report put it in the .md too
-        print("\n" + fit)
+    print(board.report_markdown(reference=args.paired_with))
     goals = goals_report(board, args.stage)
     if goals:
         with open(paths["markdown"], "a") as file:

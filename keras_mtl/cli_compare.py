@@ -98,7 +98,6 @@ def load_factory(spec, error):
 def compare(args, parser, error):
     """Runs the `compare` command; `error` is the CLI's one-line user-error exception."""
     from keras_mtl.evaluation import leaderboard as lb
-    from keras_mtl.evaluation.training_loss import training_loss_markdown
 
     settings = _settings(args)
     sub = parser.command_parsers["compare"]
@@ -139,10 +138,7 @@ def compare(args, parser, error):
         paths = lb.write_report(board, output_dir, name, reference=args.paired_with)
     except ValueError as exception:
         raise error(f"--paired-with: {exception}") from exception
-    print(board.markdown(reference=args.paired_with))
-    fit = training_loss_markdown(board.rows, board.labels, board.tasks)
-    if fit:
-        print("\n" + fit)
+    print(board.report_markdown(reference=args.paired_with))
     print(f"written: {', '.join(paths.values())}")
     return 0
 

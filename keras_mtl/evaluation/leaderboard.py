@@ -58,8 +58,8 @@ from keras_mtl.evaluation.compare import (DEFAULT_DELTA_METRICS, _fresh, _kind, 
                                           train_and_evaluate)
 from keras_mtl.evaluation.confidence import mean_confidence_interval, standard_deviation
 from keras_mtl.evaluation.delta_m import delta_m_per_task
-from keras_mtl.evaluation.training_loss import training_loss_markdown
 from keras_mtl.evaluation.methods import Method, parse_method
+from keras_mtl.evaluation.training_loss import training_loss_markdown
 
 SINGLE, MULTI, SAME_COMPUTE = "single", "multi", "same_compute"
 
@@ -311,6 +311,14 @@ class Leaderboard:
                        and math.isfinite(ours[s]) and math.isfinite(theirs[s])]
         mean, low, high = mean_confidence_interval(differences, self.confidence)
         return mean, low, high, len(differences)
+
+    def report_markdown(self, reference=None):
+        """`markdown` and, where the rows have training-loss curves, the table of
+        each method's final training loss per task against single-task
+        (`keras_mtl.evaluation.training_loss`) under it."""
+        table = self.markdown(reference=reference)
+        fit = training_loss_markdown(self.rows, self.labels, self.tasks)
+        return table + (f"\n\n{fit}" if fit else "")
 
     def markdown(self, reference=None):
         """The leaderboard as a Markdown table (one row per method, baselines last).
@@ -653,9 +661,8 @@ def leaderboard_from_file(results_path, methods=None, seeds=None, fingerprint=No
 def write_report(leaderboard, output_dir, name="leaderboard", reference=None):
     """Writes `NAME.md` (the table), `NAME.json` (the summaries) and `NAME.png`.
 
-    Where the rows have training-loss curves, the Markdown also gets the
-    table of each method's final training loss per task against single-task
-    (`keras_mtl.evaluation.training_loss`).
+    The Markdown is `Leaderboard.report_markdown` (with the final training
+    losses where the rows have curves).
 
     `reference` names the method of the table's paired column
     (`Leaderboard.markdown`; default `"equal"` when it was run).
@@ -664,13 +671,12 @@ def write_report(leaderboard, output_dir, name="leaderboard", reference=None):
         The paths written, `{"markdown", "json", "png"}` (no PNG without
         matplotlib).
     """
-    table = leaderboard.markdown(reference=reference)  # a bad reference raises before any write
+    report = leaderboard.report_markdown(reference)  # a bad reference raises before any write
     os.makedirs(output_dir, exist_ok=True)
     paths = {"markdown": os.path.join(output_dir, f"{name}.md"),
              "json": os.path.join(output_dir, f"{name}.json")}
-    fit = training_loss_markdown(leaderboard.rows, leaderboard.labels, leaderboard.tasks)
     with open(paths["markdown"], "w") as file:
-        file.write(table + "\n" + (f"\n{fit}\n" if fit else ""))
+        file.write(report + "\n")
     with open(paths["json"], "w") as file:
         json.dump(leaderboard.to_dict(), file, indent=1, default=float)
     from keras_mtl.plotting import plot_leaderboard
