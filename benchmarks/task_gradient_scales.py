@@ -5,10 +5,15 @@ task's mean loss and the norm of its gradient at the shared features (P2..P5
 of the batch) and at the shared parameters, with their pairwise cosines
 (`keras_mtl.analysis.task_gradients`; the BatchNorm statistics are restored
 after each measurement). This is the measurement behind the `"calibrated"`
-weighting (what `"auto"` stands for).
+weighting (what `"auto"` stands for). With `--per-level`, each task's
+feature-gradient norm is also printed per level, raw and times the
+weighting's current weight (the share of the trunk's update it gets).
 
     python benchmarks/task_gradient_scales.py                       # Penn-Fudan, 96 px
     python benchmarks/task_gradient_scales.py --steps 0 100 250 --image-size 96
+    # how the shares move over a long run under the default weighting
+    python benchmarks/task_gradient_scales.py --weighting calibrated --per-level \
+        --steps 100 400 800 1200 1590 --schedule-steps 1600
 """
 
 import argparse
@@ -31,6 +36,11 @@ def parse_args(argv=None):
                         help="measure after this many training steps (increasing)")
     parser.add_argument("--batches", type=int, default=4, help="batches averaged per measurement")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weighting", default="equal", help="the weighting trained with")
+    parser.add_argument("--schedule-steps", type=int,
+                        help="length of the cosine decay (default: the last --steps)")
+    parser.add_argument("--per-level", action="store_true",
+                        help="also print the feature-gradient norm per level (P2..P5)")
     return parser.parse_args(argv)
 
 
@@ -47,27 +57,29 @@ def main(argv=None):
                                          batch_size=args.batch_size)(args.seed)
     names = [task.name for task in data.tasks]
     model = build_mtl(data.tasks, trunk=args.trunk, weights=None,
-                      input_shape=(args.image_size,) * 2 + (3,), weighting="equal")
-    total = max(args.steps)
+                      input_shape=(args.image_size,) * 2 + (3,), weighting=args.weighting)
+    total = args.schedule_steps or max(args.steps)
     schedule = keras.optimizers.schedules.CosineDecay(2e-3, max(1, total))
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4))
     batches = iter(data.train)
-    print(f"tasks {names}; equal weights; {args.image_size} px, batch {args.batch_size}, "
-          f"{args.trunk}")
+    print(f"tasks {names}; weighting {args.weighting}; {args.image_size} px, batch "
+          f"{args.batch_size}, {args.trunk}")
     done = 0
     for step in sorted(args.steps):
         if step > done:
             model.fit(data.train, epochs=1, steps_per_epoch=step - done, verbose=0)
             done = step
         for on in ("features", "parameters"):
-            norms, losses = [], []
+            norms, losses, level_norms = [], [], []
             for _ in range(args.batches):
                 images, targets = next(batches)
-                grads, loss, _, _ = preserving_state(
+                grads, loss, _, per_source = preserving_state(
                     model, lambda: task_gradients(model, images, targets, on=on))
                 grads = grads.numpy()
                 norms.append(np.linalg.norm(grads, axis=1))
                 losses.append(loss.numpy())
+                level_norms.append([[float(np.linalg.norm(g)) for g in row]
+                                    for row in per_source])  # (T, levels)
             unit = grads / np.linalg.norm(grads, axis=1, keepdims=True)
             cosines = unit @ unit.T
             pairs = ", ".join(f"{names[i]}/{names[j]} {cosines[i, j]:+.3f}"
@@ -77,6 +89,21 @@ def main(argv=None):
                 f"{n} {v:.3f}" for n, v in zip(names, np.mean(losses, 0))) + " | norm " +
                 " ".join(f"{n} {v:.4g}" for n, v in zip(names, norm)) +
                 f" | largest/smallest {norm.max() / norm.min():.1f}x | cosine {pairs}", flush=True)
+            if args.per_level and on == "features":
+                print_levels(model, names, np.mean(level_norms, 0))
+
+
+def print_levels(model, names, level_norms):
+    """Per task: the feature-gradient norm of each level, raw and times the current weight."""
+    from keras import ops
+
+    weights = ops.convert_to_numpy(model.weighting.current_weights())  # (T,)
+    levels = [f"P{index + 2}" for index in range(level_norms.shape[1])]  # hps: the trunk's
+    print("    weights " + " ".join(f"{n} {w:.3g}" for n, w in zip(names, weights)))
+    for index, name in enumerate(names):
+        raw = " ".join(f"{level} {v:.3g}" for level, v in zip(levels, level_norms[index]))
+        weighted = " ".join(f"{v * weights[index]:.3g}" for v in level_norms[index])
+        print(f"    {name:12s} raw {raw} | weighted {weighted}", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ A method is written as a string, `NAME[:OPTION,OPTION...][@ARCHITECTURE]`:
 - `"famo"`: a registered weighting (`keras_mtl.weighting.names()`) on hard
   parameter sharing;
 - `"imtl:rep_grad"`: a gradient method on the shared features;
-- `"famo:learning_rate=0.01"`: keyword arguments of the weighting;
+- `"famo:learning_rate=0.01"`: keyword arguments of the weighting (`true`,
+  `false` and `none` are Python's `True`, `False` and `None`);
 - `"static:person=8"`: static task weights (tasks not named get 1);
 - `"equal@mtan"`: another architecture (`keras_mtl.architectures.names()`);
 - `"calibrated:trunk_lr=1.73"`: the reserved option `trunk_lr` is not a
@@ -33,6 +34,8 @@ def _parse_value(text):
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
+    if lowered == "none":
+        return None
     for kind in (int, float):
         try:
             return kind(text)

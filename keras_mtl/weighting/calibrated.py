@@ -38,6 +38,16 @@ class CalibratedGradientBalancing(GradientWeighting):
     gradients instead of set by hand. The heads get their own task's
     unweighted gradient.
 
+    With `calibration_steps=None` the window never closes: `n_t` is the
+    mean norm of every labelled step so far, so each task gets the same
+    pull on the trunk summed over the run. A task whose gradient shrinks
+    still fades (its mean is held up by its past), but one whose gradient
+    grows as it trains no longer takes a growing share of the trunk's
+    updates (on Penn-Fudan at 96 px, detection's grows about 1.4x at the
+    features between steps 100 and 1600 while the masks' falls by a fifth,
+    so with the weights held the masks' share of the trunk's update halves;
+    `benchmarks/task_gradient_scales.py --per-level`).
+
     This is the target of GradNorm (Chen, Badrinarayanan, Lee and
     Rabinovich, "GradNorm: Gradient Normalization for Adaptive Loss
     Balancing in Deep Multitask Networks", ICML 2018): equal gradient norms
@@ -51,7 +61,8 @@ class CalibratedGradientBalancing(GradientWeighting):
 
     Args:
         calibration_steps: labelled steps per task over which its gradient
-            norm is averaged; the weights are fixed afterwards.
+            norm is averaged; the weights are fixed afterwards. `None`:
+            average over the whole run (the weights keep moving).
         rep_grad: measure and combine the gradients at the shared features
             (one backward pass through the trunk; default) or, `False`, at
             the shared parameters (T passes).
@@ -66,9 +77,9 @@ class CalibratedGradientBalancing(GradientWeighting):
 
     def __init__(self, calibration_steps=100, rep_grad=True, **kwargs):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if int(calibration_steps) < 1:
-            raise ValueError(f"calibration_steps must be >= 1, got {calibration_steps}.")
-        self.calibration_steps = int(calibration_steps)
+        if calibration_steps is not None and int(calibration_steps) < 1:
+            raise ValueError(f"calibration_steps must be >= 1 or None, got {calibration_steps}.")
+        self.calibration_steps = None if calibration_steps is None else int(calibration_steps)
 
     def build_state(self, num_tasks):
         self.norm_sum = self.add_weight(shape=(num_tasks,), initializer="zeros",
@@ -82,7 +93,9 @@ class CalibratedGradientBalancing(GradientWeighting):
         norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))  # (T,)
         count = ops.convert_to_tensor(self.norm_count)  # (T,)
         measured = present * ops.cast(norms > 0.0, "float32")  # (T,) a zero row has no size
-        calibrating = measured * ops.cast(count < float(self.calibration_steps), "float32")
+        calibrating = measured
+        if self.calibration_steps is not None:
+            calibrating = calibrating * ops.cast(count < float(self.calibration_steps), "float32")
         norm_sum = self.norm_sum + calibrating * norms  # (T,)
         count = count + calibrating
         self.norm_sum.assign(norm_sum)

@@ -56,6 +56,9 @@ def test_parse_method_strings():
         "famo", {"learning_rate": 0.01, "rep_grad": True}, "hps")
     assert parse_method("equal@mtan").architecture == "mtan"
     assert parse_method("imtl:rep_grad").build_weighting(["a", "b"]).rep_grad
+    whole_run = parse_method("calibrated:calibration_steps=none")
+    assert whole_run.options == {"calibration_steps": None}
+    assert whole_run.build_weighting(["a", "b"]).calibration_steps is None
     with pytest.raises(ValueError, match="non-empty"):
         parse_method("  ")
 

@@ -40,6 +40,23 @@ def test_a_learnt_task_fades_instead_of_being_amplified(helpers):
     np.testing.assert_allclose(direction[0] / direction[1], 0.1 * 1.0, rtol=1e-6)
 
 
+def test_whole_run_calibration_keeps_averaging(helpers):
+    weighting = make(calibration_steps=None)
+    helpers.step(weighting, [[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]])  # norms (5, 1)
+    helpers.step(weighting, [[6.0, 8.0, 0.0], [0.0, 0.0, 1.0]])  # norms (10, 1)
+    # Step 3: norms (1, 7); running means (16 / 3, 3), mean 25 / 6, where a window of 2
+    # would have held (7.5, 1).
+    direction, weights = helpers.step(weighting, [[0.0, 1.0, 0.0], [0.0, 0.0, 7.0]])
+    np.testing.assert_allclose(weights, [(25 / 6) / (16 / 3), (25 / 6) / 3], rtol=1e-6)
+    np.testing.assert_allclose(direction, [0.0, 25 / 32, 175 / 18], rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(weighting.norm_count), [3.0, 3.0])
+    # Task 1's gradient grew (1 -> 7): its weight fell from 3 to 25/18. Task 0's shrank
+    # (10 -> 1): its weight rose from 0.6 to 25/32, far below the 4 of a per-step
+    # normalisation (mean(1, 7) / 1), because its past holds its mean up.
+    assert weights[0] < 4.0 and weights[1] < 3.0
+    assert weighting.get_config()["calibration_steps"] is None
+
+
 def test_absent_task_keeps_its_calibration_and_gets_weight_zero(helpers):
     weighting = make(calibration_steps=3, num_tasks=3)
     direction, weights = helpers.step(weighting, [[3.0, 0.0], [9.0, 9.0], [0.0, 1.0]], present=[1, 0, 1])
@@ -53,7 +70,7 @@ def test_absent_task_keeps_its_calibration_and_gets_weight_zero(helpers):
 
 
 def test_bad_window_and_defaults():
-    with pytest.raises(ValueError, match="calibration_steps"):
+    with pytest.raises(ValueError, match="calibration_steps must be >= 1 or None"):
         weighting_lib.get("calibrated", calibration_steps=0)
     calibrated = weighting_lib.get("calibrated")
     assert calibrated.rep_grad and calibrated.calibration_steps == 100
