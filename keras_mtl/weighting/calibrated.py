@@ -39,8 +39,8 @@ class CalibratedGradientBalancing(GradientWeighting):
     unweighted gradient.
 
     With `calibration_steps=None` the window never closes: `n_t` is the
-    mean norm of every labelled step so far, so each task gets the same
-    pull on the trunk summed over the run. A task whose gradient shrinks
+    mean norm of every labelled step so far (each task is weighted by the
+    inverse of its average gradient norm to date). A task whose gradient shrinks
     still fades (its mean is held up by its past), but one whose gradient
     grows as it trains no longer takes a growing share of the trunk's
     updates (on Penn-Fudan at 96 px, detection's grows about 1.4x at the
