@@ -43,8 +43,8 @@ class CalibratedGradientBalancing(GradientWeighting):
     inverse of its average gradient norm to date). A task whose gradient shrinks
     still fades (its mean is held up by its past), but one whose gradient
     grows as it trains no longer takes a growing share of the trunk's
-    updates (on Penn-Fudan at 96 px, detection's grows about 1.4x at the
-    features between steps 100 and 1600 while the masks' falls by a fifth,
+    updates (on Penn-Fudan at 96 px, detection's grows about 1.5x at the
+    features between steps 100 and 1600 while the masks' falls by a third,
     so with the weights held the masks' share of the trunk's update halves;
     `benchmarks/task_gradient_scales.py --per-level`).
 
