@@ -78,8 +78,9 @@ def main(argv=None):
                 grads = grads.numpy()
                 norms.append(np.linalg.norm(grads, axis=1))
                 losses.append(loss.numpy())
-                level_norms.append([[float(np.linalg.norm(g)) for g in row]
-                                    for row in per_source])  # (T, levels)
+                if args.per_level and on == "features":
+                    level_norms.append([[float(np.linalg.norm(g)) for g in row]
+                                        for row in per_source])  # (T, levels)
             unit = grads / np.linalg.norm(grads, axis=1, keepdims=True)
             cosines = unit @ unit.T
             pairs = ", ".join(f"{names[i]}/{names[j]} {cosines[i, j]:+.3f}"
@@ -89,7 +90,7 @@ def main(argv=None):
                 f"{n} {v:.3f}" for n, v in zip(names, np.mean(losses, 0))) + " | norm " +
                 " ".join(f"{n} {v:.4g}" for n, v in zip(names, norm)) +
                 f" | largest/smallest {norm.max() / norm.min():.1f}x | cosine {pairs}", flush=True)
-            if args.per_level and on == "features":
+            if level_norms:
                 print_levels(model, names, np.mean(level_norms, 0))
 
 
