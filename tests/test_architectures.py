@@ -61,9 +61,9 @@ def raw_outputs(model, images):
 
 # --- registry ------------------------------------------------------------------------------
 def test_registry_lists_every_architecture_and_names_the_valid_ones():
-    assert architectures.names() == ["adapters", "cascade", "cgc", "cross_stitch", "dselect_k",
-                                     "hps", "ltb", "mmoe", "mtan", "ple", "separate"]
-    with pytest.raises(ValueError, match="Valid names: adapters, cascade"):
+    assert architectures.names() == ["adapters", "branched", "cascade", "cgc", "cross_stitch",
+                                     "dselect_k", "hps", "ltb", "mmoe", "mtan", "ple", "separate"]
+    with pytest.raises(ValueError, match="Valid names: adapters, branched, cascade"):
         architectures.get("soft_sharing")
     mtan = architectures.MTAN(reduction=2)
     assert architectures.get(mtan) is mtan
@@ -134,6 +134,8 @@ def test_what_each_architecture_shares():
     assert shared["ple"] == (trunk_size + 3 + 2 * 3 + 2 + 3, 4)
     # Learning to branch: two columns and a branching unit before P3, P4 and P5.
     assert shared["ltb"] == (2 * trunk_size + 3, 0)
+    # Branched at P4 (the default): the stem and the P2, P3 stages are shared; the cut is P2, P3.
+    assert 0 < shared["branched"][0] < trunk_size and shared["branched"][1] == 2
 
 
 # --- columns -------------------------------------------------------------------------------

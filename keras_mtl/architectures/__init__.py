@@ -8,6 +8,7 @@ instance; `build_mtl(..., architecture=...)` and `MultiTaskModel` call it.
 |----------------|------------------------|----------------------------------------------------|
 | `hps`          | `HardParameterSharing` | the whole trunk (default)                          |
 | `mtan`         | `MTAN`                 | the trunk; per-task attention at each level        |
+| `branched`     | `Branched`             | the early stages; each task its own later stages   |
 | `cross_stitch` | `CrossStitch`          | nothing directly: T columns mixed by learned units |
 | `cascade`      | `Cascade`              | the trunk; a head reads other heads' predictions   |
 | `adapters`     | `ResidualAdapters`     | a (frozen) trunk; per-task residual adapters       |
@@ -34,12 +35,13 @@ Example:
 ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3),
 ...     architecture="mtan", weighting="pcgrad")
 >>> keras_mtl.architectures.names()
-['adapters', 'cascade', 'cgc', 'cross_stitch', 'dselect_k', 'hps', 'ltb', 'mmoe', 'mtan',
- 'ple', 'separate']
+['adapters', 'branched', 'cascade', 'cgc', 'cross_stitch', 'dselect_k', 'hps', 'ltb', 'mmoe',
+ 'mtan', 'ple', 'separate']
 """
 
 from keras_mtl.architectures.adapters import ResidualAdapters
 from keras_mtl.architectures.architecture import Architecture, SharedParts
+from keras_mtl.architectures.branched import Branched
 from keras_mtl.architectures.cascade import Cascade, PredictionMap, dependency_order
 from keras_mtl.architectures.cgc import CGC
 from keras_mtl.architectures.columns import clone_trunk, split_stages
@@ -68,6 +70,7 @@ ARCHITECTURES.register("cgc")(CGC)
 ARCHITECTURES.register("ple")(PLE)
 ARCHITECTURES.register("dselect_k")(DSelectK)
 ARCHITECTURES.register("ltb")(LTB)
+ARCHITECTURES.register("branched")(Branched)
 
 
 def names():
@@ -90,7 +93,7 @@ def get(identifier, **kwargs):
 
 
 __all__ = [
-    "ARCHITECTURES", "Architecture", "BranchingUnit", "CGC", "Cascade", "CrossStitch",
+    "ARCHITECTURES", "Architecture", "Branched", "BranchingUnit", "CGC", "Cascade", "CrossStitch",
     "CrossStitchUnit", "DSelectGate", "DSelectK", "ExpertMixture", "HardParameterSharing", "LTB",
     "MMoE", "MTAN", "PLE", "PredictionMap", "ResidualAdapters", "Separate", "SharedParts",
     "SoftmaxGate", "clone_trunk", "dependency_order", "expert_block", "gate_loads", "get",

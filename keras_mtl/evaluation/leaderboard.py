@@ -552,7 +552,7 @@ def run_leaderboard(data_factory, methods, seeds, steps, results_path, trunk="sm
                     return build_mtl([_fresh(t) for t in data.tasks], trunk=trunk,
                                      weights=weights, input_shape=input_shape,
                                      weighting=method.build_weighting(task_names),
-                                     architecture=method.architecture)
+                                     architecture=method.build_architecture())
                 train, validation = data.train, data.validation
             metrics, seconds, trace, curve = _train_one(
                 build, train, validation, run_steps, optimizer, jit_compile, data.class_names,

@@ -9,6 +9,8 @@ A method is written as a string, `NAME[:OPTION,OPTION...][@ARCHITECTURE]`:
   `false` and `none` are Python's `True`, `False` and `None`);
 - `"static:person=8"`: static task weights (tasks not named get 1);
 - `"equal@mtan"`: another architecture (`keras_mtl.architectures.names()`);
+- `"calibrated@branched:branch_at=P5,private=person"`: keyword arguments of
+  the architecture, written like the weighting's;
 - `"calibrated:trunk_lr=1.73"`: the reserved option `trunk_lr` is not a
   weighting argument but the factor of the shared trunk's learning rate
   over the heads' (`keras_mtl.training.trunk_learning_rate`; default 1).
@@ -20,6 +22,8 @@ Example:
 ('imtl:rep_grad@mtan', 'imtl', {'rep_grad': True}, 'mtan')
 >>> parse_method("calibrated:trunk_lr=2").trunk_lr
 2.0
+>>> parse_method("equal@branched:branch_at=P5").architecture_options
+{'branch_at': 'P5'}
 """
 
 import dataclasses
@@ -55,6 +59,7 @@ class Method:
         options: keyword arguments of the weighting (for `"static"`: the
             task weights).
         architecture: a registered architecture name.
+        architecture_options: keyword arguments of the architecture.
         trunk_lr: the trunk's learning rate as a multiple of the heads'
             (float > 0; 1 = one optimizer for all).
     """
@@ -64,6 +69,7 @@ class Method:
     options: dict = dataclasses.field(default_factory=dict)
     architecture: str = "hps"
     trunk_lr: float = 1.0
+    architecture_options: dict = dataclasses.field(default_factory=dict)
 
     def build_weighting(self, task_names):
         """A fresh `Weighting` for a model with tasks `task_names`."""
@@ -79,6 +85,10 @@ class Method:
             return weighting_lib.get(weights)
         return weighting_lib.get(self.weighting, **self.options)
 
+    def build_architecture(self):
+        """A fresh `Architecture` (its name and options)."""
+        return architectures.get(self.architecture, **self.architecture_options)
+
     def check(self, task_names):
         """Raises a `ValueError` naming this method if it cannot be built."""
         try:
@@ -88,6 +98,7 @@ class Method:
             if self.architecture not in architectures.names():
                 raise ValueError(f"unknown architecture '{self.architecture}'; valid names: "
                                  f"{', '.join(architectures.names())}")
+            self.build_architecture()
         except (ValueError, TypeError) as error:
             raise ValueError(f"Method '{self.label}' is not usable: {error}") from error
 
@@ -112,15 +123,22 @@ def parse_method(spec):
         raise ValueError(f"A method must be a non-empty string like 'famo' or "
                          f"'imtl:rep_grad@mtan', a dict or a Method; got {spec!r}.")
     label = spec.strip()
-    body, _, architecture = label.partition("@")
-    name, _, option_text = body.partition(":")
-    options = {}
-    for item in filter(None, (part.strip() for part in option_text.split(","))):
-        key, equals, value = item.partition("=")
-        options[key.strip()] = _parse_value(value.strip()) if equals else True
+    body, _, architecture_text = label.partition("@")
+    name, options = _name_and_options(body)
+    architecture, architecture_options = _name_and_options(architecture_text)
     trunk_lr = options.pop(TRUNK_LR_OPTION, 1.0)
     if isinstance(trunk_lr, bool) or not isinstance(trunk_lr, (int, float)):
         raise ValueError(f"Method '{label}': {TRUNK_LR_OPTION} must be a number (the trunk's "
                          f"learning rate over the heads'), got {trunk_lr!r}.")
-    return Method(label=label, weighting=name.strip(), options=options,
-                  architecture=architecture.strip() or "hps", trunk_lr=float(trunk_lr))
+    return Method(label=label, weighting=name, options=options, architecture=architecture or "hps",
+                  trunk_lr=float(trunk_lr), architecture_options=architecture_options)
+
+
+def _name_and_options(text):
+    """`"NAME:KEY=VALUE,FLAG"` -> `("NAME", {"KEY": value, "FLAG": True})`."""
+    name, _, option_text = text.partition(":")
+    options = {}
+    for item in filter(None, (part.strip() for part in option_text.split(","))):
+        key, equals, value = item.partition("=")
+        options[key.strip()] = _parse_value(value.strip()) if equals else True
+    return name.strip(), options

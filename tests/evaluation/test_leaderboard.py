@@ -59,6 +59,12 @@ def test_parse_method_strings():
     whole_run = parse_method("calibrated:calibration_steps=none")
     assert whole_run.options == {"calibration_steps": None}
     assert whole_run.build_weighting(["a", "b"]).calibration_steps is None
+    branched = parse_method("calibrated:rep_grad@branched:branch_at=P5,private=person")
+    assert (branched.weighting, branched.options, branched.architecture) == (
+        "calibrated", {"rep_grad": True}, "branched")
+    assert branched.architecture_options == {"branch_at": "P5", "private": "person"}
+    architecture = branched.build_architecture()
+    assert (architecture.branch_at, architecture.private) == ("P5", ["person"])
     with pytest.raises(ValueError, match="non-empty"):
         parse_method("  ")
 
@@ -84,6 +90,7 @@ def test_static_method_fills_unnamed_tasks_with_one_and_rejects_unknown_tasks():
     ("no_such_weighting", "no_such_weighting.*Valid names"),
     ("nash_mtl:rep_grad", "nash_mtl:rep_grad.*rep_grad"),
     ("equal@no_such_architecture", "no_such_architecture"),
+    ("equal@branched:branch_at=P2", "equal@branched:branch_at=P2.*branch_at must be one of"),
 ])
 def test_unusable_methods_are_named(spec, message):
     with pytest.raises(ValueError, match=message):
