@@ -28,10 +28,12 @@ class Branched(Architecture):
     ("Branched Multi-Task Networks: Deciding What Layers To Share", BMVC
     2020). Here the branching point is chosen by hand; `ltb` learns it.
 
-    Use it when tasks under-fit in a shared trunk: private late stages give
-    each task capacity of its own where features are most task-specific,
-    at the cost of one copy of the later stages per private task (in a
-    ResNet most parameters, little compute: they run at strides 16-32).
+    Private late stages give each task capacity of its own where features
+    are most task-specific, at the cost of one copy of the later stages per
+    private task (in a ResNet most of its parameters, little of its
+    compute: they run at strides 16-32). On Penn-Fudan they did not bring
+    the person masks back to their single-task IoU (README, "Which
+    weighting should I use?"): measure before choosing it over `hps`.
 
     Shared parameters: the early stages (and the trunk's later stages when
     two or more tasks are not private). Shared features: the early levels'
