@@ -11,9 +11,13 @@ JSONL file as each run ends, so a killed sweep resumes where it stopped):
     # a full run's cost. The screen's ranking did not hold at the full budget
     # (fairgrad:rep_grad led the screen and trailed there); this stage reproduced the
     # full budget's calibrated on folds 0-2 (-0.13% against -0.29%, person -3.7%
-    # against -3.5%); whether it ranks other methods as the full budget does is not
-    # measured yet.
+    # against -3.5%) and ranked static:person=8 below it as the full budget does
+    # (paired -2.15 against -1.33 there); it did not predict calibrated's whole-run
+    # variant (+1.26 paired here, -1.28 over 2 full folds).
     python benchmarks/leaderboard.py --stage long
+    # architectures with their options, and the nothing-shared control
+    python benchmarks/leaderboard.py --stage long --methods calibrated@branched:branch_at=P3 \
+        equal@separate
     # calibrated averaging its gradient norms over the whole run (not the first 100 steps)
     python benchmarks/leaderboard.py --stage full --methods calibrated:calibration_steps=none
     # a method option that is not the weighting's: the trunk at 1.732x the heads' rate
