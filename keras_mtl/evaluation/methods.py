@@ -1,6 +1,6 @@
 """`Method`: one multi-task recipe of a leaderboard (a weighting and an architecture).
 
-A method is written as a string, `NAME[:OPTION,OPTION...][@ARCHITECTURE]`:
+A method is written as a string, `NAME[:OPTION,OPTION...][@ARCHITECTURE[:OPTION,...]]`:
 
 - `"famo"`: a registered weighting (`keras_mtl.weighting.names()`) on hard
   parameter sharing;
@@ -107,7 +107,7 @@ def parse_method(spec):
     """A `Method` from a string (see the module docstring), a dict or a `Method`.
 
     Args:
-        spec: `"NAME[:OPTION,...][@ARCHITECTURE]"`, a `Method`, a
+        spec: `"NAME[:OPTION,...][@ARCHITECTURE[:OPTION,...]]"`, a `Method`, a
             `Weighting` instance, or a dict of `Method` fields.
 
     Returns:
