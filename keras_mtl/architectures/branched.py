@@ -17,9 +17,9 @@ class Branched(Architecture):
     `private` gets its own copy of the stages from `branch_at` to P5 (a
     clone that starts from the trunk's weights), and the other tasks share
     the trunk's own later stages (when every task is private, the first
-    task keeps the trunk's stages and the others get copies). A task's head reads the shared levels and
-    its branch's levels: with `branch_at="P4"`, P2 and P3 are shared and
-    P4, P5 are the task's own.
+    task keeps the trunk's stages and the others get copies). A task's
+    head reads the shared levels and its branch's levels: with
+    `branch_at="P4"`, P2 and P3 are shared and P4, P5 are the task's own.
 
     This is the "split architecture" that Misra et al. compare cross-stitch
     units with ("Cross-stitch Networks for Multi-task Learning", CVPR 2016,
