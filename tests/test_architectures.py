@@ -62,7 +62,8 @@ def raw_outputs(model, images):
 # --- registry ------------------------------------------------------------------------------
 def test_registry_lists_every_architecture_and_names_the_valid_ones():
     assert architectures.names() == ["adapters", "branched", "cascade", "cgc", "cross_stitch",
-                                     "dselect_k", "hps", "ltb", "mmoe", "mtan", "ple", "separate"]
+                                     "dselect_k", "hps", "ltb", "mmoe", "mtan", "ple", "separate",
+                                     "task_norm"]
     with pytest.raises(ValueError, match="Valid names: adapters, branched, cascade"):
         architectures.get("soft_sharing")
     mtan = architectures.MTAN(reduction=2)
@@ -136,6 +137,8 @@ def test_what_each_architecture_shares():
     assert shared["ltb"] == (2 * trunk_size + 3, 0)
     # Branched at P4 (the default): the stem and the P2, P3 stages are shared; the cut is P2, P3.
     assert 0 < shared["branched"][0] < trunk_size and shared["branched"][1] == 2
+    # Task normalisation: the trunk's filters (not its normalisation layers); no feature cut.
+    assert 0 < shared["task_norm"][0] < trunk_size and shared["task_norm"][1] == 0
 
 
 # --- columns -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ instance; `build_mtl(..., architecture=...)` and `MultiTaskModel` call it.
 | `cross_stitch` | `CrossStitch`          | nothing directly: T columns mixed by learned units |
 | `cascade`      | `Cascade`              | the trunk; a head reads other heads' predictions   |
 | `adapters`     | `ResidualAdapters`     | a (frozen) trunk; per-task residual adapters       |
+| `task_norm`    | `TaskNormalization`    | the trunk's filters; its norm layers per task      |
 | `separate`     | `Separate`             | nothing: one trunk per task                        |
 | `mmoe`         | `MMoE`                 | trunk + experts per level; a softmax gate per task |
 | `cgc`          | `CGC`                  | trunk + shared experts; private experts per task   |
@@ -36,7 +37,7 @@ Example:
 ...     architecture="mtan", weighting="pcgrad")
 >>> keras_mtl.architectures.names()
 ['adapters', 'branched', 'cascade', 'cgc', 'cross_stitch', 'dselect_k', 'hps', 'ltb', 'mmoe',
- 'mtan', 'ple', 'separate']
+ 'mtan', 'ple', 'separate', 'task_norm']
 """
 
 from keras_mtl.architectures.adapters import ResidualAdapters
@@ -56,6 +57,7 @@ from keras_mtl.architectures.mmoe import MMoE
 from keras_mtl.architectures.mtan import MTAN
 from keras_mtl.architectures.ple import PLE
 from keras_mtl.architectures.separate import Separate
+from keras_mtl.architectures.task_norm import TaskNormalization, task_normalized_trunk
 from keras_mtl.registry import Registry
 
 ARCHITECTURES = Registry("architecture", base=Architecture)
@@ -71,6 +73,7 @@ ARCHITECTURES.register("ple")(PLE)
 ARCHITECTURES.register("dselect_k")(DSelectK)
 ARCHITECTURES.register("ltb")(LTB)
 ARCHITECTURES.register("branched")(Branched)
+ARCHITECTURES.register("task_norm")(TaskNormalization)
 
 
 def names():
@@ -96,6 +99,6 @@ __all__ = [
     "ARCHITECTURES", "Architecture", "Branched", "BranchingUnit", "CGC", "Cascade", "CrossStitch",
     "CrossStitchUnit", "DSelectGate", "DSelectK", "ExpertMixture", "HardParameterSharing", "LTB",
     "MMoE", "MTAN", "PLE", "PredictionMap", "ResidualAdapters", "Separate", "SharedParts",
-    "SoftmaxGate", "clone_trunk", "dependency_order", "expert_block", "gate_loads", "get",
-    "names", "smooth_step", "split_stages",
+    "SoftmaxGate", "TaskNormalization", "clone_trunk", "dependency_order", "expert_block",
+    "gate_loads", "get", "names", "smooth_step", "split_stages", "task_normalized_trunk",
 ]
