@@ -67,11 +67,8 @@ class TaskNormalization(Architecture):
     This is the domain-specific normalisation of Bilen and Vedaldi
     ("Universal representations: The missing link between faces, text,
     planktons, and cat breeds", arXiv:1701.07275, 2017: shared filters,
-    one set of BatchNorm scales, offsets and statistics per domain) applied
-    to tasks on the same images, as Kanakis et al. do for multi-task dense
-    prediction ("Reparameterizing Convolutions for Incremental Multi-Task
-    Learning without Task Interference", ECCV 2020, task-specific BatchNorm
-    on a shared backbone).
+    one set of normalisation scales, offsets and statistics per domain),
+    applied here to several tasks on the same images.
 
     Cost: each task runs the whole trunk (T forward passes, and T backward
     passes for a gradient-based weighting), like `separate`, with the
