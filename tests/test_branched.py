@@ -4,12 +4,14 @@ task's branch, and its errors. The shared harness (build, a step, save/reload, e
 is in `test_architectures.py`.
 """
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras_mtl as mtl
 from keras_mtl import architectures
+from keras_mtl.data import shapes
 
 SIZE = 32
 
@@ -79,12 +81,31 @@ def test_tasks_that_are_not_private_share_the_trunks_later_stages():
     assert names == ["trunk_micro_resnet_P2", "trunk_micro_resnet_inner_P3",
                      "trunk_micro_resnet_inner_P4", "trunk_micro_resnet_inner_P5",
                      "trunk_micro_resnet_mask_P5"]
-    assert len(model.shared_features) == 3  # P2, P3, P4
+    assert len(model.shared_features) == 4  # P2, P3, P4 and the shared P5's output
     # label and objects share the trunk's P5: every trunk stage is shared.
     assert ids(model.shared_variables) == ids(model.trunk.trainable_variables)
     shared_p5 = model.get_layer("trunk_micro_resnet_inner_P5").trainable_variables
     assert all(g is not None for g in gradients(model, "label", shared_p5))
     assert all(g is None for g in gradients(model, "mask", shared_p5))
+
+
+def test_a_rep_grad_weighting_trains_the_later_stages_that_tasks_share():
+    # The trunk's P5 is shared by label and objects, after the early levels: the cut must
+    # include its output, or a rep_grad weighting would leave it where it started.
+    model = mtl.build_mtl(three_tasks(), trunk="micro_resnet", weights=None,
+                          input_shape=(SIZE, SIZE, 3), weighting="calibrated",
+                          architecture=architectures.Branched(branch_at="P5", private="mask"))
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    stages = {name: model.get_layer(f"trunk_micro_resnet_{name}")
+              for name in ("P2", "inner_P5", "mask_P5")}
+    before = {name: [np.array(v) for v in stage.trainable_variables]
+              for name, stage in stages.items()}
+    data = shapes.make_dataset(4, image_size=SIZE, batch_size=4,
+                               tasks=["label", "objects", "mask"], seed=0)
+    model.fit(data, epochs=1, verbose=0)
+    for name, stage in stages.items():
+        moved = [not np.array_equal(a, v) for a, v in zip(before[name], stage.trainable_variables)]
+        assert all(moved), f"{name}: {sum(moved)}/{len(moved)} variables moved"
 
 
 def test_one_private_task_leaves_the_others_single_branch_unshared():

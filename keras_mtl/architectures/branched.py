@@ -37,7 +37,8 @@ class Branched(Architecture):
 
     Shared parameters: the early stages (and the trunk's later stages when
     two or more tasks are not private). Shared features: the early levels'
-    outputs, the cut a `rep_grad` weighting balances at.
+    outputs, and the later levels' outputs of the trunk's own stages when
+    they are shared: the cut a `rep_grad` weighting balances at.
 
     Args:
         branch_at: the first private level, `"P3"`, `"P4"` or `"P5"`.
@@ -97,9 +98,11 @@ class Branched(Architecture):
         outputs = {task.name: build_head(task, branch_features[owner[task.name]], image_shape)
                    for task in tasks}
         shared = [stages[level] for level in shared_levels]
-        if len(common) >= 2:
+        cut = [features[level] for level in shared_levels]
+        if len(common) >= 2:  # the trunk's later stages are shared too: the cut comes after them
             shared += [stages[level] for level in branch_levels]
-        return outputs, SharedParts(shared, [features[level] for level in shared_levels])
+            cut += [branch_features[None][level] for level in branch_levels]
+        return outputs, SharedParts(shared, cut)
 
     def get_config(self):
         return {"branch_at": self.branch_at, "private": self.private}
