@@ -309,6 +309,25 @@ def test_gradient_weighting_balances_the_architecture_shared_parameters(weightin
     assert not np.array_equal(attention.numpy(), attention_before)
 
 
+@pytest.mark.parametrize("name", architectures.names())
+def test_a_rep_grad_weighting_trains_every_shared_parameter(name):
+    # The direction reaches the parameters before the feature cut; shared parameters after it
+    # (experts on the trunk's levels, later stages shared by some tasks) get their tasks' sum.
+    model = tiny_model(make_architecture(name), weighting="calibrated")
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    images, targets = arrays()
+    shared = model.shared_variables
+    before = values(shared)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # architectures without a cut fall back
+        model.fit(images, targets, batch_size=4, epochs=1, verbose=0)
+    frozen = [v.path for a, v in zip(before, shared) if np.array_equal(a, v.numpy())]
+    # ltb's first branching unit chooses between P2 columns that start as identical copies:
+    # its logits have a zero gradient until the columns differ.
+    frozen = [path for path in frozen if path != "ltb_branch_P3/logits"]
+    assert not frozen, f"{name}: shared variables that did not move: {frozen[:4]}"
+
+
 # --- slow: XLA, every gradient mode, export --------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name", architectures.names())

@@ -287,6 +287,9 @@ def gradient_balanced_step(model, images, targets, sample_weights):
         if regularization is not None:
             scaled_regularization = regularization * scale / replicas
 
+    if rep_grad:  # shared parameters after the cut (experts on the features) are summed plainly
+        shared_vars, after_cut = _split_at_cut(tape, features, shared_vars)
+        head_vars = head_vars + after_cut
     sources = leaves if rep_grad else shared_vars
     if sources and gramian_lib.uses_gramian_path(model):
         shared_grads, finite = _gramian_gradients(
@@ -311,6 +314,21 @@ def gradient_balanced_step(model, images, targets, sample_weights):
     if regularization is not None:
         total = total + regularization
     return StepResult(total, losses, present, outputs)
+
+
+def _split_at_cut(tape, features, shared_vars):
+    """`(before, after)`: the shared variables the shared features depend on, and the others.
+
+    A `rep_grad` direction is back-propagated from the features, so it reaches only the
+    variables before the cut. Shared variables after it (the experts that `mmoe`, `cgc`, `ple`
+    and `dselect_k` put on the trunk's levels, the later stages that several `branched` tasks
+    share) get, as the `SharedParts` contract says, the plain sum of their tasks' gradients.
+    """
+    connected = tape.gradient(features, shared_vars,
+                              unconnected_gradients=tf.UnconnectedGradients.NONE)
+    before = [v for v, g in zip(shared_vars, connected) if g is not None]
+    after = [v for v, g in zip(shared_vars, connected) if g is None]
+    return before, after
 
 
 def _gramian_gradients(model, tape, objectives, sources, losses, present, scale, rep_grad,
