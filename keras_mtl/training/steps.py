@@ -323,6 +323,8 @@ def _split_at_cut(tape, features, shared_vars):
     variables before the cut. Shared variables after it (the experts that `mmoe`, `cgc`, `ple`
     and `dselect_k` put on the trunk's levels, the later stages that several `branched` tasks
     share) get, as the `SharedParts` contract says, the plain sum of their tasks' gradients.
+    Only whether a gradient exists is read, at trace time; in a compiled step the gradient
+    ops themselves feed nothing and are pruned, so this costs no backward pass per step.
     """
     connected = tape.gradient(features, shared_vars,
                               unconnected_gradients=tf.UnconnectedGradients.NONE)
