@@ -175,7 +175,8 @@ def _key(kind, label, seed):
 # --- one run ---------------------------------------------------------------------------
 def _train_one(build, train, validation, steps, optimizer, jit_compile, class_names, name,
                trunk_lr=1.0):
-    """Trains and evaluates one model: `(metrics, train seconds, weight trace, loss curve)`.
+    """Trains and evaluates one model: `(metrics, train seconds, train CPU seconds,
+    weight trace, loss curve)`.
 
     The trace is `[[step, {task: weight}], ...]` at 9 steps (`TaskWeightTrace`);
     the curve `[[step, {task: mean training loss since the previous point}], ...]`
@@ -187,7 +188,8 @@ def _train_one(build, train, validation, steps, optimizer, jit_compile, class_na
                                 optimizer=optimizer, jit_compile=jit_compile,
                                 class_names=class_names, name=name, callbacks=[trace, curve],
                                 trunk_lr=trunk_lr)
-    return (result.metrics, result.train_seconds, [[step, w] for step, w in trace.trace],
+    return (result.metrics, result.train_seconds, result.train_cpu_seconds,
+            [[step, w] for step, w in trace.trace],
             [[step, losses] for step, losses in curve.curve])
 
 
@@ -554,10 +556,12 @@ def run_leaderboard(data_factory, methods, seeds, steps, results_path, trunk="sm
                                      weighting=method.build_weighting(task_names),
                                      architecture=method.build_architecture())
                 train, validation = data.train, data.validation
-            metrics, seconds, trace, curve = _train_one(
+            metrics, seconds, cpu_seconds, trace, curve = _train_one(
                 build, train, validation, run_steps, optimizer, jit_compile, data.class_names,
                 f"{kind}_{label}", trunk_lr=1.0 if kind == SINGLE else by_label[label].trunk_lr)
-            row.update(status="ok", metrics=metrics, train_seconds=seconds, loss_curve=curve)
+            row.update(status="ok", metrics=metrics, train_seconds=seconds,
+                       train_cpu_seconds=cpu_seconds, cpu_count=os.cpu_count(),
+                       loss_curve=curve)
             if kind != SINGLE:
                 row["weights_trace"] = trace  # the task weights at 9 steps of the run
         except Exception as error:  # recorded, and the sweep goes on

@@ -253,6 +253,9 @@ def test_sweep_records_failures_appends_rows_and_resumes_without_training(tmp_pa
     equal = board.summary("equal")
     assert equal.seeds == [0] and math.isfinite(equal.time_ratio)
     assert set(rows[2]["metrics"]) == {"label", "mask"}
+    # Every finished run records its CPU time (every thread) and the machine's cores.
+    assert all(r["train_cpu_seconds"] > 0 and r["cpu_count"] == os.cpu_count()
+               for r in rows[:3])
     # A multi-task row keeps the weights its method used (equal: 1 at both steps).
     assert rows[2]["weights_trace"] == [[1, {"label": 1.0, "mask": 1.0}],
                                         [2, {"label": 1.0, "mask": 1.0}]]

@@ -54,6 +54,21 @@ def test_every_goal_against_hand_worked_rows():
     assert "**not yet known**" in text
 
 
+def test_the_time_goal_shows_cpu_time_beside_wall_time_and_checks_wall_time():
+    board = _board({"auto": [(0.5, 0.5)] * 3})  # wall: 20, 30, 40 min (mean 30)
+    check = check_goals(board, "auto", max_train_minutes=25)[-1]
+    assert check.met is False and check.measured.endswith("other jobs included")  # no CPU time
+    # Two of the three runs recorded CPU time: 48 and 72 CPU-min on 2 cores, so 24 and 36
+    # min with both cores free; means 60 CPU-min and 30 min.
+    for row, cpu_minutes in zip([r for r in board.rows if r["kind"] == "multi"][:2], (48, 72)):
+        row.update(train_cpu_seconds=cpu_minutes * 60.0, cpu_count=2)
+    check = check_goals(board, "auto", max_train_minutes=25)[-1]
+    assert check.met is False  # still judged on wall time
+    assert check.measured == ("30.0 min of wall time on the machine that ran it, other jobs "
+                              "included; 60.0 CPU-min over 2 cores, so >= 30.0 min on 2 free "
+                              "cores (2 of 3 runs)")
+
+
 def test_too_few_seeds_is_not_yet_known_and_a_wide_interval_is_not_met():
     two = _board({"auto": [(0.6, 0.5), (0.6, 0.5)], "equal": [(0.5, 0.5)] * 2}, seeds=(0, 1))
     checks = check_goals(two, "auto", beat=["equal"])
