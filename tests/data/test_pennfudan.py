@@ -166,3 +166,13 @@ def test_recipe_architecture_is_checked_before_training(capsys):
         recipe.parse_args(["--architecture", "mtna"])
     error = capsys.readouterr().err
     assert "--architecture 'mtna' is not one of" in error and "'mtan'" in error
+
+
+def test_recipe_gives_the_person_mask_head_two_convolutions_of_its_own_by_default():
+    recipe = _recipe()
+    tasks = {task.name: task for task in recipe.make_tasks(recipe.parse_args([]))}
+    assert tasks["person"].head_convs == 2 and tasks["person"].dice_weight == 0.0
+    plain = recipe.make_tasks(recipe.parse_args(["--mask-head-convs", "0"]))
+    assert [t.head_convs for t in plain if t.name == "person"] == [0]
+    with pytest.raises(ValueError, match="person.*head_convs must be >= 0, got -1"):
+        recipe.make_tasks(recipe.parse_args(["--mask-head-convs", "-1"]))
