@@ -81,15 +81,15 @@ def check_goals(board, method, min_delta_m=2.0, min_seeds=3, worst_task_delta=-2
             None if not math.isfinite(mean) else mean >= floor,
             f"{mean:.3f}" if math.isfinite(mean) else "not measured"))
     if max_train_minutes is not None:
-        seconds = [r["train_seconds"] for r in board.rows if r["kind"] == MULTI
-                   and r["label"] == method and r["status"] == "ok"
-                   and r["seed"] in summary.seeds]
+        runs = [r for r in board.rows if r["kind"] == MULTI and r["label"] == method
+                and r["status"] == "ok" and r["seed"] in summary.seeds]
+        seconds = [r["train_seconds"] for r in runs]
         minutes = sum(seconds) / len(seconds) / 60.0 if seconds else math.nan
         checks.append(GoalCheck(
             f"<= {max_train_minutes:.0f} minutes of training per run (mean)",
             None if not seconds else minutes <= max_train_minutes,
             f"{minutes:.1f} min of wall time on the machine that ran it, other jobs included"
-            + _cpu_time_note(board, method, summary.seeds) if seconds else "no run"))
+            + _cpu_time_note(runs) if seconds else "no run"))
     for other in beat:
         mean, low, high, n = (board.paired_difference(method, other)
                               if other in board.labels else (math.nan,) * 3 + (0,))
@@ -102,16 +102,14 @@ def check_goals(board, method, min_delta_m=2.0, min_seeds=3, worst_task_delta=-2
     return checks
 
 
-def _cpu_time_note(board, method, seeds):
+def _cpu_time_note(runs):
     """`"; 52.3 CPU-min over 2 cores, so >= 26.1 min on 2 free cores (2 of 5 runs)"`, or `""`.
 
-    Rows written before CPU time was recorded have none and are left out. The
-    process's CPU time is not inflated by other jobs as its wall time is, and
-    CPU time over the cores is the least wall time the run could take with
-    every core to itself: information beside the goal, which stays on wall time."""
-    rows = [r for r in board.rows if r["kind"] == MULTI and r["label"] == method
-            and r["status"] == "ok" and r["seed"] in seeds
-            and r.get("train_cpu_seconds") and r.get("cpu_count")]
+    `runs`: the method's finished rows. Rows written before CPU time was recorded have none
+    and are left out. The process's CPU time is not inflated by other jobs as its wall time
+    is, and CPU time over the cores is the least wall time the run could take with every
+    core to itself: information beside the goal, which stays on wall time."""
+    rows = [r for r in runs if r.get("train_cpu_seconds") and r.get("cpu_count")]
     if not rows:
         return ""
     cpu_minutes = sum(r["train_cpu_seconds"] for r in rows) / len(rows) / 60.0
@@ -119,7 +117,7 @@ def _cpu_time_note(board, method, seeds):
     cores = sorted({r["cpu_count"] for r in rows})
     cores_text = "/".join(str(c) for c in cores)
     return (f"; {cpu_minutes:.1f} CPU-min over {cores_text} cores, so >= {floor:.1f} min on "
-            f"{cores_text} free cores ({len(rows)} of {len(seeds)} runs)")
+            f"{cores_text} free cores ({len(rows)} of {len(runs)} runs)")
 
 
 def _task_change(task, mean, low, high):
