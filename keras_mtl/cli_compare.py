@@ -47,6 +47,9 @@ def add_compare_command(command):
                      help=f"shapes and pennfudan (default {DEFAULTS['image_size']})")
     sub.add_argument("--batch-size", type=int, default=None,
                      help=f"shapes and pennfudan (default {DEFAULTS['batch_size']})")
+    sub.add_argument("--segmentation-head-convs", type=int, default=None, metavar="N",
+                     help="shapes and pennfudan: extra 3x3 convolutions of the mask head "
+                          "(keras_mtl.tasks.Segmentation head_convs; default: the task's)")
     sub.add_argument("--cross-validation", action="store_true",
                      help="pennfudan: seed s validates on fold s %% 5")
     sub.add_argument("--learning-rate", type=float, default=None,
@@ -145,11 +148,19 @@ def compare(args, parser, error):
 
 def _factory(settings, args, sub, error):
     data = settings["data"]
+    head_convs = args.segmentation_head_convs
+    if head_convs is not None and data not in ("shapes", "pennfudan"):
+        sub.error("--segmentation-head-convs applies to --data shapes and pennfudan only; "
+                  "a factory of your own builds its own tasks.")
+    if head_convs is not None and head_convs < 0:
+        sub.error(f"--segmentation-head-convs must be >= 0, got {head_convs}.")
+    segmentation_kwargs = None if head_convs is None else {"head_convs": head_convs}
     if data == "shapes":
         from keras_mtl.data import shapes
 
         return shapes.leaderboard_factory(image_size=settings["image_size"],
-                                          batch_size=settings["batch_size"])
+                                          batch_size=settings["batch_size"],
+                                          segmentation_kwargs=segmentation_kwargs)
     if data == "pennfudan":
         if not args.data_dir or not os.path.isdir(args.data_dir):
             sub.error("--data pennfudan needs --data-dir (the PennFudanPed folder).")
@@ -157,5 +168,6 @@ def _factory(settings, args, sub, error):
 
         return pennfudan.leaderboard_factory(args.data_dir, image_size=settings["image_size"],
                                              batch_size=settings["batch_size"],
-                                             cross_validation=args.cross_validation)
+                                             cross_validation=args.cross_validation,
+                                             segmentation_kwargs=segmentation_kwargs)
     return load_factory(data, error)

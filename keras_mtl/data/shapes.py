@@ -132,11 +132,13 @@ def make_example(index, image_size=64, seed=0):
     return image, targets
 
 
-def make_tasks(with_detection=True):
+def make_tasks(with_detection=True, segmentation_kwargs=None):
     """The `keras_mtl.tasks` of this data set, named as in `TASK_NAMES`.
 
     Args:
         with_detection: include the `Detection` task (boxes of every shape).
+        segmentation_kwargs: optional arguments of the mask task
+            (`keras_mtl.tasks.Segmentation`, e.g. `head_convs`).
 
     Returns:
         `[Classification("label", 3), Detection("objects", 3),
@@ -155,8 +157,8 @@ def make_tasks(with_detection=True):
     chosen = [tasks.Classification(names["classification"], num_classes=NUM_CLASSES)]
     if with_detection:
         chosen.append(tasks.Detection(names["detection"], num_classes=NUM_CLASSES))
-    chosen.append(tasks.Segmentation(names["segmentation"],
-                                     num_classes=NUM_SEGMENTATION_CLASSES))
+    chosen.append(tasks.Segmentation(names["segmentation"], num_classes=NUM_SEGMENTATION_CLASSES,
+                                     **(segmentation_kwargs or {})))
     return chosen
 
 
@@ -223,11 +225,18 @@ def make_dataset(num_examples, image_size=64, batch_size=32, seed=0, shuffle=Fal
 
 
 def leaderboard_factory(image_size=64, batch_size=16, train_examples=512, val_examples=128,
-                        with_detection=True):
+                        with_detection=True, segmentation_kwargs=None):
     """A data factory of synthetic shapes for `keras_mtl.evaluation.run_leaderboard`.
 
     Seed `s` draws its own training examples (data seed `s`, shuffled with
     `s`); every seed validates on the same `val_examples` (data seed 10000).
+
+    Args:
+        image_size, batch_size: of every batch.
+        train_examples, val_examples: the number of distinct examples.
+        with_detection: include the `Detection` task.
+        segmentation_kwargs: optional arguments of the mask task
+            (`keras_mtl.tasks.Segmentation`, e.g. `head_convs`).
 
     Returns:
         `factory(seed) -> LeaderboardData`.
@@ -241,7 +250,7 @@ def leaderboard_factory(image_size=64, batch_size=16, train_examples=512, val_ex
     from keras_mtl.evaluation.leaderboard import LeaderboardData
 
     def factory(seed):
-        tasks = make_tasks(with_detection=with_detection)
+        tasks = make_tasks(with_detection=with_detection, segmentation_kwargs=segmentation_kwargs)
         names = [task.name for task in tasks]
         train = make_dataset(train_examples, image_size=image_size, batch_size=batch_size,
                              seed=seed, shuffle=True, repeat=True, drop_remainder=True,

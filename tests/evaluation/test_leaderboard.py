@@ -370,6 +370,26 @@ def test_cli_compare_errors(capsys, tmp_path):
     assert cli.main(["compare", "--methods", "bogus", "--results",
                      str(tmp_path / "r.jsonl")]) == 1
     assert "Method 'bogus'" in capsys.readouterr().err
+    for flags, message in (
+            (["--data", "tests.helpers:none", "--segmentation-head-convs", "2"],
+             "applies to --data shapes and pennfudan only"),
+            (["--segmentation-head-convs", "-1"], "--segmentation-head-convs must be >= 0, got -1")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["compare", *flags, "--results", str(tmp_path / "r.jsonl")])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_compare_gives_the_shapes_mask_head_its_convolutions(tmp_path):
+    from keras_mtl import cli_compare
+
+    parser = cli.build_parser()
+    for flag, expected in ((["--segmentation-head-convs", "2"], 2), ([], 0)):
+        args = parser.parse_args(["compare", "--image-size", "32", *flag])
+        settings = cli_compare._settings(args)
+        factory = cli_compare._factory(settings, args, parser.command_parsers["compare"],
+                                       ValueError)
+        mask = [task for task in factory(0).tasks if task.name == "mask"]
+        assert [task.head_convs for task in mask] == [expected]
 
 
 def test_paired_difference_against_a_reference_method():
