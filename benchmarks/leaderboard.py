@@ -102,7 +102,9 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--segmentation-head-convs", type=int, default=0,
-                        help="extra 3x3 convs of the person mask head (Segmentation head_convs)")
+                        help="extra 3x3 convs of the person mask head (Segmentation head_convs; "
+                             "default 0, the plain head of the committed sweeps, so that they "
+                             "resume; the library's default is 2)")
     parser.add_argument("--same-compute", nargs="*", default=[],
                         help="methods also trained for the summed single-task time")
     parser.add_argument("--no-cross-validation", action="store_true",

@@ -23,12 +23,12 @@ Example:
 ...     [Classification("label", 3), Segmentation("mask", 4)],
 ...     trunk="micro_resnet", weights=None, input_shape=(32, 32, 3))
 >>> count_params(model)
-67555
+141411
 
 Profiling and timing it (seconds: the profiler, then warm-up and timed runs):
 
 ```python
-flops_per_image(model)                     # 5319281
+flops_per_image(model)                     # 14764657
 images_per_second(model, batch_size=8)
 ```
 """

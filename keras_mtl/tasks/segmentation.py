@@ -8,6 +8,7 @@ from keras_mtl.tasks.task import Task, assert_in_range, broadcast_sample_weight
 from keras_mtl.tasks.task import keras_serializable, labelled_mean, require_integer
 
 _LEVELS = ("P2", "P3", "P4", "P5")
+_HEAD_CONVS_BEFORE_THE_OPTION = 0
 
 
 @keras_serializable
@@ -36,7 +37,11 @@ class Segmentation(Task):
         dice_weight: weight of the Dice term; 0 disables it.
         decoder_channels: width of the FPN decoder.
         head_convs: extra 3x3 conv-ReLU layers after the decoder's
-            conv-BN-ReLU (0: none).
+            conv-BN-ReLU (0: none). The default, 2, gave higher mask IoU on
+            the synthetic shapes in every single- and multi-task run, and
+            kept the masks within 2% of single-task on Penn-Fudan (README,
+            "Which weighting should I use?"). A config saved without the
+            key (before the option existed) loads with 0, the head it had.
         output_probs: also output the class probabilities.
 
     Example:
@@ -50,7 +55,7 @@ class Segmentation(Task):
     """
 
     def __init__(self, name, num_classes, ignore_index=255, dice_weight=0.0, decoder_channels=64,
-                 output_probs=False, head_convs=0):
+                 output_probs=False, head_convs=2):
         super().__init__(name)
         if int(num_classes) < 2:
             raise self.error(f"num_classes must be >= 2 (background included), got {num_classes}.")
@@ -167,3 +172,9 @@ class Segmentation(Task):
             "output_probs": self.output_probs,
             "head_convs": self.head_convs,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # Configs saved before `head_convs` existed describe the head without
+        # extra convolutions; the default changed to 2 later.
+        return cls(**{"head_convs": _HEAD_CONVS_BEFORE_THE_OPTION, **config})

@@ -142,9 +142,9 @@ def test_make_tasks_names_and_classes():
 def test_segmentation_options_reach_the_mask_task_of_tasks_and_factory():
     from keras_mtl.data import shapes as shapes_lib
 
-    assert shapes_lib.make_tasks()[2].head_convs == 0  # the task's own default
-    mask = shapes_lib.make_tasks(segmentation_kwargs={"head_convs": 2})[2]
-    assert mask.name == "mask" and mask.head_convs == 2
+    assert shapes_lib.make_tasks()[2].head_convs == 2  # the task's own default
+    mask = shapes_lib.make_tasks(segmentation_kwargs={"head_convs": 0})[2]
+    assert mask.name == "mask" and mask.head_convs == 0
     data = shapes_lib.leaderboard_factory(image_size=32, batch_size=4,
                                           segmentation_kwargs={"head_convs": 1})(0)
     assert [task.head_convs for task in data.tasks if task.name == "mask"] == [1]

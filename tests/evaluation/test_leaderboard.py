@@ -230,10 +230,11 @@ def test_fingerprint_ignores_an_option_added_later_at_its_default():
         tasks = [Segmentation("mask", 3, **options)]
         return lb._fingerprint(dataclasses.replace(data, tasks=tasks), "micro_resnet", None, 2, "")
 
-    # Sweeps begun before `head_convs` existed keep their fingerprint (and so resume).
-    assert "head_convs" not in lb._task_description(Segmentation("mask", 3))
-    assert fingerprint() == fingerprint(head_convs=0)
-    assert fingerprint(head_convs=2) != fingerprint()
+    # Sweeps begun before `head_convs` existed (their head had none) keep their
+    # fingerprint, and so resume; the default head since then is another sweep.
+    assert "head_convs" not in lb._task_description(Segmentation("mask", 3, head_convs=0))
+    assert lb._task_description(Segmentation("mask", 3))["head_convs"] == 2
+    assert fingerprint(head_convs=0) != fingerprint() == fingerprint(head_convs=2)
     assert fingerprint(dice_weight=1.0) != fingerprint()
 
 
@@ -383,7 +384,7 @@ def test_cli_compare_gives_the_shapes_mask_head_its_convolutions(tmp_path):
     from keras_mtl import cli_compare
 
     parser = cli.build_parser()
-    for flag, expected in ((["--segmentation-head-convs", "2"], 2), ([], 0)):
+    for flag, expected in ((["--segmentation-head-convs", "0"], 0), ([], 2)):
         args = parser.parse_args(["compare", "--image-size", "32", *flag])
         settings = cli_compare._settings(args)
         factory = cli_compare._factory(settings, args, parser.command_parsers["compare"],

@@ -49,7 +49,8 @@ def test_head_convs_add_the_task_its_own_layers():
     trunk = trunks.get("micro_resnet", input_shape=(32, 32, 3))
     images = keras.Input((32, 32, 3))
     features = trunk(images)
-    plain = keras.Model(images, Segmentation("s", 2).build_head(features, (32, 32, 3)))
+    plain = keras.Model(images, Segmentation("s", 2, head_convs=0).build_head(features,
+                                                                               (32, 32, 3)))
     deeper = keras.Model(images, Segmentation("s", 2, head_convs=2).build_head(features,
                                                                               (32, 32, 3)))
     added = {layer.name for layer in deeper.layers} - {layer.name for layer in plain.layers}
@@ -61,6 +62,15 @@ def test_head_convs_add_the_task_its_own_layers():
     assert task.head_convs == 2
     with pytest.raises(ValueError, match=r"Task 's'.*head_convs must be >= 0"):
         Segmentation("s", 2, head_convs=-1)
+
+
+def test_default_head_has_two_convolutions_and_old_configs_keep_their_plain_head():
+    config = Segmentation("s", 2).get_config()
+    assert config["head_convs"] == 2
+    assert Segmentation.from_config(config).head_convs == 2
+    del config["head_convs"]  # a model saved before the option existed
+    assert Segmentation.from_config(config).head_convs == 0
+    assert Segmentation.from_config({**config, "head_convs": 1}).head_convs == 1
 
 
 def test_decode_and_metrics():
@@ -88,3 +98,18 @@ def test_check_targets_errors_name_the_task():
     assert checked.shape == (1, 32, 32)
     with pytest.raises(ValueError, match="ignore_index 1 is a valid class id"):
         Segmentation("s", num_classes=3, ignore_index=1)
+
+
+def test_model_saved_before_head_convs_existed_rebuilds_and_loads_its_weights(tmp_path):
+    import keras_mtl
+
+    model = keras_mtl.build_mtl([Segmentation("s", 2, head_convs=0)], trunk="micro_resnet",
+                                weights=None, input_shape=(32, 32, 3))
+    config = model.get_config()
+    del config["tasks"][0]["config"]["head_convs"]  # as such a model's config reads
+    rebuilt = type(model).from_config(config)
+    assert rebuilt.count_params() == model.count_params()
+    model.save_weights(str(tmp_path / "old.weights.h5"))
+    rebuilt.load_weights(str(tmp_path / "old.weights.h5"))
+    images = np.random.default_rng(0).random((1, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(rebuilt(images)["s"], model(images)["s"], atol=1e-6)
